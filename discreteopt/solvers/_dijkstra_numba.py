@@ -1,0 +1,217 @@
+"""Compiled (numba) batched Dijkstra kernels for the shortest-path solvers.
+
+Imported lazily: only when numba is installed and the numba back-end is used.
+
+Canonical path (the same in every back-end, ties and zero costs included):
+
+1. ``d[v]`` = the smallest float path sum from the source, accumulated left to right along the path.
+   Adding a non-negative cost is monotone in floating point (``a <= b => fl(a+w) <= fl(b+w)``, and
+   ``fl(a+w) >= a``), so Dijkstra and Bellman-Ford both converge to exactly these values.
+2. An arc ``u -> v`` is *tight* when ``fl(d[u] + cost(u->v)) == d[v]`` exactly; ``h[v]`` = fewest arcs
+   of a tight path from the source (breadth-first search on tight arcs).
+3. The path is read back from the target: at ``v`` take the first predecessor ``u`` in a fixed order with
+   a tight arc and ``h[u] == h[v] - 1``. Hop counts fall strictly, so zero-cost cycles cannot trap it.
+
+Dijkstra stops once it pops a label larger than ``d[target]``: every vertex with ``d <= d[target]`` (the
+only ones a tight path to the target can visit) is then final. All kernels release the GIL (``nogil``),
+so a thread pool runs them in parallel.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_INF = np.inf
+
+
+@numba.njit(cache=True, nogil=True)
+def _push(hd, hn, size, d, node):
+    i = size
+    hd[i] = d
+    hn[i] = node
+    while i > 0:
+        p = (i - 1) >> 1
+        if hd[i] < hd[p]:
+            hd[i], hd[p] = hd[p], hd[i]
+            hn[i], hn[p] = hn[p], hn[i]
+            i = p
+        else:
+            break
+    return size + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _pop(hd, hn, size):
+    size -= 1
+    hd[0] = hd[size]
+    hn[0] = hn[size]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and hd[c + 1] < hd[c]:
+            c += 1
+        if hd[c] < hd[i]:
+            hd[i], hd[c] = hd[c], hd[i]
+            hn[i], hn[c] = hn[c], hn[i]
+            i = c
+        else:
+            break
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
+    """Vertex-weighted grid shortest paths for every instance (see module docstring).
+
+    w: [B, H, W] non-negative float64 vertex costs (a path's cost counts every vertex on it, both ends
+    included); (sr, sc) -> (tr, tc); dr, dc: [K] neighbour offsets in the fixed extraction order;
+    out: [B, H, W] zero-initialised float64, receives the 0/1 path masks.
+    """
+    B, H, W = w.shape
+    N = H * W
+    K = dr.shape[0]
+    dist = np.empty(N)
+    hops = np.empty(N, dtype=np.int64)
+    done = np.empty(N, dtype=np.bool_)
+    queue = np.empty(N, dtype=np.int64)
+    cap = N * K + 1
+    hd = np.empty(cap)
+    hn = np.empty(cap, dtype=np.int64)
+    s = sr * W + sc
+    t = tr * W + tc
+    for b in range(B):
+        dist[:] = _INF
+        done[:] = False
+        dist[s] = w[b, sr, sc]
+        size = _push(hd, hn, 0, dist[s], s)
+        while size > 0:
+            d = hd[0]
+            u = hn[0]
+            size = _pop(hd, hn, size)
+            if done[u]:
+                continue
+            if d > dist[t]:
+                break
+            done[u] = True
+            ur = u // W
+            uc = u - ur * W
+            for k in range(K):
+                vr = ur + dr[k]
+                vc = uc + dc[k]
+                if vr < 0 or vr >= H or vc < 0 or vc >= W:
+                    continue
+                v = vr * W + vc
+                nd = d + w[b, vr, vc]
+                if not done[v] and nd < dist[v]:
+                    dist[v] = nd
+                    size = _push(hd, hn, size, nd, v)
+        # fewest-hop tight paths (BFS over final vertices)
+        hops[:] = -1
+        hops[s] = 0
+        queue[0] = s
+        head = 0
+        tail = 1
+        while head < tail:
+            u = queue[head]
+            head += 1
+            ur = u // W
+            uc = u - ur * W
+            for k in range(K):
+                vr = ur + dr[k]
+                vc = uc + dc[k]
+                if vr < 0 or vr >= H or vc < 0 or vc >= W:
+                    continue
+                v = vr * W + vc
+                if done[v] and hops[v] < 0 and dist[u] + w[b, vr, vc] == dist[v]:
+                    hops[v] = hops[u] + 1
+                    queue[tail] = v
+                    tail += 1
+        # read the path back from the target
+        v = t
+        out[b, tr, tc] = 1.0
+        while v != s:
+            vr = v // W
+            vc = v - vr * W
+            prev = v
+            for k in range(K):
+                ur = vr - dr[k]
+                uc = vc - dc[k]
+                if ur < 0 or ur >= H or uc < 0 or uc >= W:
+                    continue
+                u = ur * W + uc
+                if hops[u] >= 0 and hops[u] + 1 == hops[v] and dist[u] + w[b, vr, vc] == dist[v]:
+                    out[b, ur, uc] = 1.0
+                    v = u
+                    break
+            if v == prev:
+                raise RuntimeError("grid shortest path: no predecessor found while reading the path back")
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def graph_paths(indptr, arc_head, arc_edge, rev_indptr, rev_arc, arc_tail, c, s, t, out):
+    """Edge-weighted shortest paths on a fixed directed graph for every instance (see module docstring).
+
+    Outgoing arcs in CSR (indptr [N+1], arc_head [A], arc_edge [A]: the edge whose cost the arc carries);
+    incoming arcs per node (rev_indptr [N+1], rev_arc: arc ids sorted by id within a node, arc_tail [A]);
+    c: [B, E] non-negative float64 edge costs; out: [B, E] zero-initialised, receives edge indicators.
+    """
+    B = c.shape[0]
+    N = indptr.shape[0] - 1
+    A = arc_head.shape[0]
+    dist = np.empty(N)
+    hops = np.empty(N, dtype=np.int64)
+    done = np.empty(N, dtype=np.bool_)
+    queue = np.empty(N, dtype=np.int64)
+    hd = np.empty(A + 1)
+    hn = np.empty(A + 1, dtype=np.int64)
+    for b in range(B):
+        dist[:] = _INF
+        done[:] = False
+        dist[s] = 0.0
+        size = _push(hd, hn, 0, 0.0, s)
+        while size > 0:
+            d = hd[0]
+            u = hn[0]
+            size = _pop(hd, hn, size)
+            if done[u]:
+                continue
+            if d > dist[t]:
+                break
+            done[u] = True
+            for a in range(indptr[u], indptr[u + 1]):
+                v = arc_head[a]
+                nd = d + c[b, arc_edge[a]]
+                if not done[v] and nd < dist[v]:
+                    dist[v] = nd
+                    size = _push(hd, hn, size, nd, v)
+        hops[:] = -1
+        hops[s] = 0
+        queue[0] = s
+        head = 0
+        tail = 1
+        while head < tail:
+            u = queue[head]
+            head += 1
+            for a in range(indptr[u], indptr[u + 1]):
+                v = arc_head[a]
+                if done[v] and hops[v] < 0 and dist[u] + c[b, arc_edge[a]] == dist[v]:
+                    hops[v] = hops[u] + 1
+                    queue[tail] = v
+                    tail += 1
+        v = t
+        while v != s:
+            prev = v
+            for j in range(rev_indptr[v], rev_indptr[v + 1]):
+                a = rev_arc[j]
+                u = arc_tail[a]
+                if hops[u] >= 0 and hops[u] + 1 == hops[v] and dist[u] + c[b, arc_edge[a]] == dist[v]:
+                    out[b, arc_edge[a]] = 1.0
+                    v = u
+                    break
+            if v == prev:
+                raise RuntimeError("graph shortest path: no predecessor found while reading the path back")
+    return out

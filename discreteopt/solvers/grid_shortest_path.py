@@ -1,0 +1,180 @@
+"""Shortest paths on vertex-weighted grids (the Warcraft convention).
+
+Given non-negative vertex costs ``w [B, H, W]``, returns the 0/1 mask ``y [B, H, W]`` of a path from
+``source`` to ``target`` that minimises
+
+    <w, y> = sum of the costs of every vertex on the path, both endpoints included,
+
+moving to the 8 (or 4) neighbouring cells at each step (Vlastelica et al., "Differentiation of Blackbox
+Combinatorial Solvers", ICLR 2020; Pogancic et al. Warcraft maps). ``sense = "min"``: layers flip the sign
+once (``maximize(theta)`` solves with ``w = -theta``).
+
+Back-ends (same canonical path, bit for bit, ties and zero costs included -- see
+:mod:`discreteopt.solvers._dijkstra_numba`):
+
+* ``"numba"``: compiled heap Dijkstra over the batch, GIL released (default when numba is installed);
+* ``"torch"``: batched Bellman-Ford sweeps in torch; runs on the input's device (GPU-native).
+
+``"auto"`` picks numba on CPU inputs and torch for inputs already on a GPU.
+Costs must be finite and ``>= 0`` (``min_cost = 0``): Dijkstra is wrong with negative costs, so a
+``ValueError`` is raised; perturbed costs are guarded by the layer (clamp/shift), not here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .._validation import check_int_in_range
+from ._backend import numba_kernels, resolve_backend
+from ._dijkstra_torch import shortest_path_arcs
+from .base import Solver
+
+#: neighbour offsets in the fixed order used to break ties when the path is read back
+_OFFSETS = {
+    8: ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)),
+    4: ((-1, 0), (0, -1), (0, 1), (1, 0)),
+}
+
+
+@functools.lru_cache(maxsize=64)
+def grid_arcs(h: int, w: int, neighbourhood: int) -> tuple[np.ndarray, np.ndarray]:
+    """Arcs ``(tail, head)`` of the grid graph, numbered by head vertex then neighbour order.
+
+    That numbering makes "first tight predecessor by arc id" equal to "first neighbour in the fixed offset
+    order", the rule of the compiled kernel.
+    """
+    tails, heads = [], []
+    for v in range(h * w):
+        vr, vc = divmod(v, w)
+        for dr, dc in _OFFSETS[neighbourhood]:
+            ur, uc = vr - dr, vc - dc
+            if 0 <= ur < h and 0 <= uc < w:
+                tails.append(ur * w + uc)
+                heads.append(v)
+    return np.asarray(tails, dtype=np.int64), np.asarray(heads, dtype=np.int64)
+
+
+class GridShortestPath(Solver):
+    """Vertex-weighted grid shortest path: costs ``[B, H, W]`` -> 0/1 path mask ``[B, H, W]``.
+
+    Args:
+        neighbourhood: 8 (king moves, Warcraft) or 4.
+        source, target: ``(row, col)`` cells; negative indices count from the end, so the default is
+            top-left to bottom-right for any grid size.
+        backend: ``"auto"``, ``"numba"`` or ``"torch"`` (see module docstring).
+    """
+
+    sense = "min"
+    event_ndim = 2
+    theta_layout = "[B, H, W]"
+    min_cost = 0.0
+    arg_name = "costs"
+
+    def __init__(self, neighbourhood: int = 8, source: tuple[int, int] = (0, 0),
+                 target: tuple[int, int] = (-1, -1), backend: str = "auto"):
+        if neighbourhood not in _OFFSETS:
+            raise ValueError(f"neighbourhood must be 8 or 4; got {neighbourhood!r}")
+        for name, cell in (("source", source), ("target", target)):
+            if not (isinstance(cell, (tuple, list)) and len(cell) == 2):
+                raise ValueError(f"{name} must be a (row, col) pair; got {cell!r}")
+            for i in cell:
+                check_int_in_range(i, name, -(2**31), 2**31)
+        self.neighbourhood = int(neighbourhood)
+        self.source = (int(source[0]), int(source[1]))
+        self.target = (int(target[0]), int(target[1]))
+        self.backend = resolve_backend(backend)
+        self._requested_backend = backend
+        offsets = np.asarray(_OFFSETS[self.neighbourhood], dtype=np.int64)
+        self._dr, self._dc = offsets[:, 0].copy(), offsets[:, 1].copy()
+        self._spec_kwargs = {"neighbourhood": self.neighbourhood, "source": self.source,
+                             "target": self.target, "backend": backend}
+
+    @property
+    def device_native(self) -> bool:  # type: ignore[override]
+        return self.backend == "torch"
+
+    def _neighbour_offsets(self) -> tuple[tuple[int, int], ...]:
+        return _OFFSETS[self.neighbourhood]
+
+    def _cells(self, h: int, w: int) -> tuple[int, int, int, int]:
+        cells = []
+        for name, (r, c) in (("source", self.source), ("target", self.target)):
+            rr, cc = r + h if r < 0 else r, c + w if c < 0 else c
+            if not (0 <= rr < h and 0 <= cc < w):
+                raise ValueError(f"{name}={(r, c)} is outside the {h}x{w} grid of costs")
+            cells += [rr, cc]
+        return tuple(cells)  # type: ignore[return-value]
+
+    def validate(self, theta) -> None:
+        super().validate(theta)
+        self._cells(theta.shape[1], theta.shape[2])
+
+    def solve(self, theta: torch.Tensor) -> torch.Tensor:
+        # inputs already on a GPU are solved there (torch back-end) unless numba was asked for explicitly
+        if isinstance(theta, torch.Tensor) and theta.device.type != "cpu" and self._requested_backend == "auto":
+            theta = theta.detach()
+            self.validate(theta)
+            return self._solve_torch(theta).to(theta.dtype)
+        return super().solve(theta)
+
+    def _solve_numpy(self, theta: np.ndarray) -> np.ndarray:
+        if self.backend == "torch":
+            return self._solve_torch(torch.from_numpy(theta)).numpy()
+        b, h, w = theta.shape
+        sr, sc, tr, tc = self._cells(h, w)
+        out = np.zeros((b, h, w), dtype=np.float64)
+        numba_kernels().grid_paths(np.ascontiguousarray(theta, dtype=np.float64), sr, sc, tr, tc,
+                                   self._dr, self._dc, out)
+        return out
+
+    def _solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
+        b, h, w = theta.shape
+        sr, sc, tr, tc = self._cells(h, w)
+        tail_np, head_np = grid_arcs(h, w, self.neighbourhood)
+        tail = torch.from_numpy(tail_np).to(theta.device)
+        head = torch.from_numpy(head_np).to(theta.device)
+        costs = theta.to(torch.float64).reshape(b, h * w)  # [B, H, W] -> [B, H*W]
+        s, t = sr * w + sc, tr * w + tc
+        on_path = shortest_path_arcs(tail, head, costs[:, head], h * w, s, t, source_cost=costs[:, s])  # [B, A]
+        mask = torch.zeros_like(costs)
+        rows, arcs = on_path.nonzero(as_tuple=True)
+        mask[rows, head[arcs]] = 1.0
+        mask[:, s] = 1.0
+        return mask.reshape(b, h, w)  # [B, H*W] -> [B, H, W]
+
+    def is_feasible(self, y) -> np.ndarray:
+        """A mask is feasible when it is a simple ``source -> target`` path in the grid graph."""
+        y = np.asarray(y)
+        return np.array([_is_grid_path(m, self._cells(*m.shape), self.neighbourhood) for m in y])
+
+
+def _is_grid_path(mask: np.ndarray, cells: tuple[int, int, int, int], neighbourhood: int) -> bool:
+    """True when the set cells of ``mask`` are exactly the cells of one simple source -> target path.
+
+    Depth-first search for a path through the induced neighbour graph that visits every set cell once;
+    the set cells of a near-path have few branches, so the search is quick.
+    """
+    if not np.all((mask == 0) | (mask == 1)):
+        return False
+    sr, sc, tr, tc = cells
+    on = {(int(r), int(c)) for r, c in zip(*np.nonzero(mask), strict=True)}
+    if (sr, sc) not in on or (tr, tc) not in on:
+        return False
+    offsets = _OFFSETS[neighbourhood]
+    stack = [((sr, sc), frozenset([(sr, sc)]))]
+    budget = 100_000
+    while stack and budget:
+        budget -= 1
+        cur, seen = stack.pop()
+        if cur == (tr, tc):
+            if len(seen) == len(on):
+                return True
+            continue
+        for dr, dc in offsets:
+            nxt = (cur[0] + dr, cur[1] + dc)
+            if nxt in on and nxt not in seen:
+                stack.append((nxt, seen | {nxt}))
+    return False
