@@ -12,9 +12,13 @@ Canonical path (the same in every back-end, ties and zero costs included):
 3. The path is read back from the target: at ``v`` take the first predecessor ``u`` in a fixed order with
    a tight arc and ``h[u] == h[v] - 1``. Hop counts fall strictly, so zero-cost cycles cannot trap it.
 
-Dijkstra stops once it pops a label larger than ``d[target]``: every vertex with ``d <= d[target]`` (the
-only ones a tight path to the target can visit) is then final. All kernels release the GIL (``nogil``),
-so a thread pool runs them in parallel.
+Here one Dijkstra pass computes both: the heap is ordered by ``(d, h)`` lexicographically, and a popped
+(final) vertex ``u`` relaxes ``v`` when ``fl(d[u] + c) < d[v]``, or ``== d[v]`` with ``h[u] + 1 < h[v]``.
+Because only final labels are ever propagated, ``h`` is exactly the fewest hops over tight paths (a
+Bellman-Ford on pairs would not be: a stale hop count can survive rounding; the torch back-end therefore
+computes ``d`` first and ``h`` second). Every vertex the read-back can visit has a key below the
+target's, so the search stops when the target is popped. All kernels release the GIL (``nogil``), so a
+thread pool runs them in parallel.
 """
 
 from __future__ import annotations
@@ -25,15 +29,22 @@ import numpy as np
 _INF = np.inf
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _less(d1, h1, d2, h2):
+    return d1 < d2 or (d1 == d2 and h1 < h2)
+
+
 @numba.njit(cache=True, nogil=True)
-def _push(hd, hn, size, d, node):
+def _push(hd, hh, hn, size, d, h, node):
     i = size
     hd[i] = d
+    hh[i] = h
     hn[i] = node
     while i > 0:
         p = (i - 1) >> 1
-        if hd[i] < hd[p]:
+        if _less(hd[i], hh[i], hd[p], hh[p]):
             hd[i], hd[p] = hd[p], hd[i]
+            hh[i], hh[p] = hh[p], hh[i]
             hn[i], hn[p] = hn[p], hn[i]
             i = p
         else:
@@ -42,19 +53,21 @@ def _push(hd, hn, size, d, node):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pop(hd, hn, size):
+def _pop(hd, hh, hn, size):
     size -= 1
     hd[0] = hd[size]
+    hh[0] = hh[size]
     hn[0] = hn[size]
     i = 0
     while True:
         c = 2 * i + 1
         if c >= size:
             break
-        if c + 1 < size and hd[c + 1] < hd[c]:
+        if c + 1 < size and _less(hd[c + 1], hh[c + 1], hd[c], hh[c]):
             c += 1
-        if hd[c] < hd[i]:
+        if _less(hd[c], hh[c], hd[i], hh[i]):
             hd[i], hd[c] = hd[c], hd[i]
+            hh[i], hh[c] = hh[c], hh[i]
             hn[i], hn[c] = hn[c], hn[i]
             i = c
         else:
@@ -76,26 +89,28 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
     dist = np.empty(N)
     hops = np.empty(N, dtype=np.int64)
     done = np.empty(N, dtype=np.bool_)
-    queue = np.empty(N, dtype=np.int64)
     cap = N * K + 1
     hd = np.empty(cap)
+    hh = np.empty(cap, dtype=np.int64)
     hn = np.empty(cap, dtype=np.int64)
     s = sr * W + sc
     t = tr * W + tc
     for b in range(B):
         dist[:] = _INF
+        hops[:] = 0
         done[:] = False
         dist[s] = w[b, sr, sc]
-        size = _push(hd, hn, 0, dist[s], s)
+        size = _push(hd, hh, hn, 0, dist[s], 0, s)
         while size > 0:
             d = hd[0]
+            h = hh[0]
             u = hn[0]
-            size = _pop(hd, hn, size)
+            size = _pop(hd, hh, hn, size)
             if done[u]:
                 continue
-            if d > dist[t]:
-                break
             done[u] = True
+            if u == t:
+                break
             ur = u // W
             uc = u - ur * W
             for k in range(K):
@@ -104,31 +119,13 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
                 if vr < 0 or vr >= H or vc < 0 or vc >= W:
                     continue
                 v = vr * W + vc
+                if done[v]:
+                    continue
                 nd = d + w[b, vr, vc]
-                if not done[v] and nd < dist[v]:
+                if _less(nd, h + 1, dist[v], hops[v]):
                     dist[v] = nd
-                    size = _push(hd, hn, size, nd, v)
-        # fewest-hop tight paths (BFS over final vertices)
-        hops[:] = -1
-        hops[s] = 0
-        queue[0] = s
-        head = 0
-        tail = 1
-        while head < tail:
-            u = queue[head]
-            head += 1
-            ur = u // W
-            uc = u - ur * W
-            for k in range(K):
-                vr = ur + dr[k]
-                vc = uc + dc[k]
-                if vr < 0 or vr >= H or vc < 0 or vc >= W:
-                    continue
-                v = vr * W + vc
-                if done[v] and hops[v] < 0 and dist[u] + w[b, vr, vc] == dist[v]:
-                    hops[v] = hops[u] + 1
-                    queue[tail] = v
-                    tail += 1
+                    hops[v] = h + 1
+                    size = _push(hd, hh, hn, size, nd, h + 1, v)
         # read the path back from the target
         v = t
         out[b, tr, tc] = 1.0
@@ -142,7 +139,7 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
                 if ur < 0 or ur >= H or uc < 0 or uc >= W:
                     continue
                 u = ur * W + uc
-                if hops[u] >= 0 and hops[u] + 1 == hops[v] and dist[u] + w[b, vr, vc] == dist[v]:
+                if done[u] and hops[u] + 1 == hops[v] and dist[u] + w[b, vr, vc] == dist[v]:
                     out[b, ur, uc] = 1.0
                     v = u
                     break
@@ -165,50 +162,41 @@ def graph_paths(indptr, arc_head, arc_edge, rev_indptr, rev_arc, arc_tail, c, s,
     dist = np.empty(N)
     hops = np.empty(N, dtype=np.int64)
     done = np.empty(N, dtype=np.bool_)
-    queue = np.empty(N, dtype=np.int64)
     hd = np.empty(A + 1)
+    hh = np.empty(A + 1, dtype=np.int64)
     hn = np.empty(A + 1, dtype=np.int64)
     for b in range(B):
         dist[:] = _INF
+        hops[:] = 0
         done[:] = False
         dist[s] = 0.0
-        size = _push(hd, hn, 0, 0.0, s)
+        size = _push(hd, hh, hn, 0, 0.0, 0, s)
         while size > 0:
             d = hd[0]
+            h = hh[0]
             u = hn[0]
-            size = _pop(hd, hn, size)
+            size = _pop(hd, hh, hn, size)
             if done[u]:
                 continue
-            if d > dist[t]:
-                break
             done[u] = True
+            if u == t:
+                break
             for a in range(indptr[u], indptr[u + 1]):
                 v = arc_head[a]
+                if done[v]:
+                    continue
                 nd = d + c[b, arc_edge[a]]
-                if not done[v] and nd < dist[v]:
+                if _less(nd, h + 1, dist[v], hops[v]):
                     dist[v] = nd
-                    size = _push(hd, hn, size, nd, v)
-        hops[:] = -1
-        hops[s] = 0
-        queue[0] = s
-        head = 0
-        tail = 1
-        while head < tail:
-            u = queue[head]
-            head += 1
-            for a in range(indptr[u], indptr[u + 1]):
-                v = arc_head[a]
-                if done[v] and hops[v] < 0 and dist[u] + c[b, arc_edge[a]] == dist[v]:
-                    hops[v] = hops[u] + 1
-                    queue[tail] = v
-                    tail += 1
+                    hops[v] = h + 1
+                    size = _push(hd, hh, hn, size, nd, h + 1, v)
         v = t
         while v != s:
             prev = v
             for j in range(rev_indptr[v], rev_indptr[v + 1]):
                 a = rev_arc[j]
                 u = arc_tail[a]
-                if hops[u] >= 0 and hops[u] + 1 == hops[v] and dist[u] + c[b, arc_edge[a]] == dist[v]:
+                if done[u] and hops[u] + 1 == hops[v] and dist[u] + c[b, arc_edge[a]] == dist[v]:
                     out[b, arc_edge[a]] = 1.0
                     v = u
                     break

@@ -138,11 +138,15 @@ class Solver(abc.ABC):
         if not theta.is_floating_point():
             raise ValueError(f"{self.arg_name} must have a floating dtype; got {theta.dtype}")
         theta = theta.detach()
-        self.validate(theta)
         if self.device_native:
+            self.validate(theta)
             with torch.no_grad():
                 return self._solve_torch(theta).to(theta.dtype)
-        y = self._solve_numpy(theta.cpu().numpy().astype(np.float64, copy=False))
+        # host kernels: validate the numpy view (zero-copy on CPU; numpy's single-threaded reductions are
+        # far cheaper than torch's thread pool for these small checks)
+        arr = theta.cpu().numpy().astype(np.float64, copy=False)
+        self.validate(arr)
+        y = self._solve_numpy(arr)
         return torch.from_numpy(np.ascontiguousarray(y)).to(device=theta.device, dtype=theta.dtype)
 
     def solve_numpy(self, theta: np.ndarray) -> np.ndarray:

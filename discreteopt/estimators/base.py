@@ -1,0 +1,109 @@
+"""The ``Estimator`` contract: how a solver layer runs forward and turns ``dL/dy`` into ``dL/dtheta``.
+
+Estimators only see the *max* convention: a ``maximize`` callable ``theta [N, *E] -> y [N, *Y]`` with
+``y = argmax_{y in C} <theta, y>``. The :class:`~discreteopt.layers.DiscreteLayer` builds it from the
+solver (sign flip for ``sense == "min"``, guard for ``min_cost``, executor); nothing else knows about sense.
+
+Forward is split in two so that the layer can send all solver calls of a step to the executor as one
+batch, synchronously or asynchronously (:meth:`DiscreteLayer.forward_async`):
+
+1. :meth:`Estimator.plan` ``(theta [B, *E], generator) -> (thetas [N, *E], state)`` samples the noise
+   and lists every argument to maximise (``N = B * S``, sometimes ``+ B``);
+2. the layer solves ``thetas`` in one executor call -> ``ys [N, *Y]``;
+3. :meth:`Estimator.finish` ``(theta, ys, state) -> (y [B, S, *Y], ctx)``.
+
+:meth:`Estimator.backward` ``(maximize, theta, ctx, grad_y [B, S, *Y]) -> grad_theta [B, *E]`` may call
+``maximize`` again -- once, on one ``[N, *E]`` batch.
+
+Gradient convention: ``grad_y[:, s]`` is the loss gradient *seen by sample s* and the result is the
+**mean** over samples of the per-sample estimates. When the layer returns the sample mean (default),
+every sample sees the full ``dL/dy``; with ``return_samples=True`` sample ``s`` sees ``S * dL/dy_s``
+(the per-sample loss gradient when the loss averages over samples). Both give the chain rule to first
+order and keep the meaning of finite-difference step sizes such as I-MLE's ``lambda`` independent of
+``S``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .._validation import check_int_in_range
+
+Maximize = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Estimator(abc.ABC):
+    """Forward/backward rule of a solver layer (see module docstring)."""
+
+    #: number of solutions drawn per instance in forward (``S``)
+    samples: int = 1
+    #: True when ``y`` must have the same shape as ``theta`` (finite-difference / score estimators)
+    needs_same_shape: bool = True
+
+    @abc.abstractmethod
+    def plan(self, theta: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, Any]:
+        """Arguments to maximise in forward, ``[N, *E]``, and a state passed to :meth:`finish`."""
+
+    @abc.abstractmethod
+    def finish(self, theta: torch.Tensor, ys: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Turn the solutions ``ys [N, *Y]`` into ``y [B, S, *Y]`` and a backward context."""
+
+    @abc.abstractmethod
+    def backward(self, maximize: Maximize, theta: torch.Tensor, ctx: Any, grad_y: torch.Tensor) -> torch.Tensor:
+        """``dL/dtheta [B, *E]`` from per-sample gradients ``grad_y [B, S, *Y]`` (mean over samples)."""
+
+    def forward(self, maximize: Maximize, theta: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
+        """Plan, solve in one call and finish: ``(y [B, S, *Y], ctx)``."""
+        thetas, state = self.plan(theta, generator)
+        return self.finish(theta, maximize(thetas), state)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+# ---------------------------------------------------------------------- helpers shared by estimators
+def check_samples(samples: int) -> int:
+    return check_int_in_range(samples, "samples", 1, 2**31)
+
+
+def perturb(theta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``theta [B, *E] + eps [B, S, *E]`` flattened to one batch ``[B*S, *E]``."""
+    out = theta.unsqueeze(1) + eps  # [B, S, *E]
+    return out.reshape(-1, *theta.shape[1:])  # [B, S, *E] -> [B*S, *E]
+
+
+def unflatten(ys: torch.Tensor, batch: int, samples: int) -> torch.Tensor:
+    """``[B*S, *Y] -> [B, S, *Y]``."""
+    return ys.reshape(batch, samples, *ys.shape[1:])  # [B*S, *Y] -> [B, S, *Y]
+
+
+def inner(a: torch.Tensor, b: torch.Tensor, event_ndim: int) -> torch.Tensor:
+    """``<a, b>`` over the trailing ``event_ndim`` dims (broadcasting the leading ones)."""
+    prod = a * b
+    return prod.sum(dim=tuple(range(prod.ndim - event_ndim, prod.ndim))) if event_ndim else prod
+
+
+def sample_noise(noise, theta: torch.Tensor, samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``[B, S, *E]`` noise on ``theta``'s device and dtype."""
+    shape = (theta.shape[0], samples, *theta.shape[1:])
+    return noise.sample(shape, generator=generator, device=theta.device, dtype=theta.dtype)
+
+
+def resolve_noise(noise):
+    """``"gumbel"``/``"normal"`` -> a fresh unit-scale noise; a :class:`Noise` or ``None`` as given."""
+    from ..noise import Gumbel, Noise, Normal
+
+    if isinstance(noise, str):
+        table = {"gumbel": Gumbel, "normal": Normal}
+        if noise not in table:
+            raise ValueError(f"noise must be a Noise, None or one of {sorted(table)}; got {noise!r}")
+        return table[noise]()
+    if noise is not None and not isinstance(noise, Noise):
+        raise ValueError(f"noise must be a Noise or None; got {type(noise).__name__}")
+    return noise

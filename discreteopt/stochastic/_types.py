@@ -1,0 +1,143 @@
+"""The common calling convention of every estimator in :mod:`discreteopt.stochastic`.
+
+Every estimator is a function ``est(f, params, ..., samples=S, generator=None) -> Estimate``:
+
+* ``params`` has shape ``[B, *E]``: a batch of ``B`` independent problems, each with parameters of event shape
+  ``E`` (``[d]`` logits of a factorised Bernoulli, ``[V, K]`` logits of ``V`` categorical variables, ...).
+* ``f`` is vectorised: it maps a batch of samples ``[S, B, *E]`` to values ``[S, B]`` (one value per sample and
+  problem). ``f`` must act on each problem ``b`` separately (it may, e.g., look up ``targets[b]``).
+* ``Estimate.surrogate`` is a scalar; ``surrogate.backward()`` puts into ``params.grad`` (and further back into
+  whatever produced ``params``) the estimate of ``d E[f(z)] / d params[b]`` for every problem ``b``. Its *value*
+  is the Monte Carlo estimate of ``sum_b E[f(z_b)]`` (the "magic box" idea of DiCE: ``value + (x - x.detach())``).
+  Minimise it if ``f`` is a loss, maximise it (or minimise ``-surrogate``) if ``f`` is a reward.
+* ``Estimate.per_item`` holds the ``[B]`` surrogates whose sum is ``surrogate`` (to weight the problems).
+* ``Estimate.n_evals`` is the number of points at which ``f`` was evaluated *per problem* (``f`` is called on
+  ``[S, B, *E]`` tensors, so the total number of evaluated points is ``n_evals * B``).
+* ``Estimate.aux_loss`` (when not ``None``) trains auxiliary parameters (a learned baseline, a control-variate
+  network). It is built so that it never reaches ``params``: ``(est.surrogate + est.aux_loss).backward()`` is safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SampleFn = Callable[[Tensor], Tensor]
+"""``f``: samples ``[S, B, *E]`` -> values ``[S, B]``."""
+
+
+@dataclass
+class Estimate:
+    """Result of a gradient estimator (see the module docstring for the contract)."""
+
+    surrogate: Tensor
+    per_item: Tensor
+    n_evals: int
+    samples: Tensor | None = None
+    f_values: Tensor | None = None
+    grad: Tensor | None = None
+    aux_loss: Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class CountingF:
+    """Wraps ``f``; checks its output and counts evaluated points per problem (the leading dim of each call)."""
+
+    def __init__(self, f: SampleFn, batch: int):
+        if not callable(f):
+            raise ValueError(f"f must be callable (samples [S, B, *E] -> values [S, B]); got {type(f).__name__}")
+        self.f = f
+        self.batch = batch
+        self.count = 0
+
+    def __call__(self, z: Tensor) -> Tensor:
+        out = self.f(z)
+        if not isinstance(out, Tensor):
+            raise ValueError(f"f must return a tensor of shape [S, B]; got {type(out).__name__}")
+        expected = (z.shape[0], self.batch)
+        if tuple(out.shape) != expected:
+            raise ValueError(f"f must map samples [S, B, *E] to values [S, B] = {list(expected)}; "
+                             f"got shape {list(out.shape)} for samples of shape {list(z.shape)}")
+        if not bool(torch.isfinite(out.detach()).all()):
+            raise ValueError("f returned NaN or inf values")
+        self.count += z.shape[0]
+        return out
+
+
+def check_tensor_param(x: Any, name: str, min_ndim: int = 2, layout: str = "[B, *E]") -> Tensor:
+    """Raise ``ValueError`` unless ``x`` is a finite floating tensor with at least ``min_ndim`` dims."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {layout}; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have shape {layout} (at least {min_ndim} dims, the first one the batch); "
+                         f"got shape {list(x.shape)}. Add a batch dim with {name}[None].")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty; got shape {list(x.shape)}")
+    if not bool(torch.isfinite(x.detach()).all()):
+        nan = int(torch.isnan(x.detach()).sum())
+        inf = int(torch.isinf(x.detach()).sum())
+        raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf entries")
+    return x
+
+
+def check_samples(samples: Any, name: str = "samples", minimum: int = 1) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < minimum:
+        why = " (a leave-one-out baseline needs at least 2)" if minimum >= 2 else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{why}; got {samples!r}")
+    return samples
+
+
+def check_positive(value: Any, name: str) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a positive scalar; got a tensor of shape {list(value.shape)}")
+        value = float(value.detach())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
+def check_generator(generator: Any, device: torch.device) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator lives on {generator.device} but the parameters on {device}; "
+                         f"create it with torch.Generator(device={str(device)!r})")
+
+
+def uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``U(0, 1)`` samples in the open interval, on ``like``'s device and dtype (no autograd)."""
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    tiny = torch.finfo(like.dtype).tiny
+    return u.clamp(min=tiny, max=1.0 - torch.finfo(like.dtype).eps)
+
+
+def normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def inject(value: Tensor, params: Tensor, grad: Tensor) -> Tensor:
+    """Per-item surrogate ``[B]`` with forward value ``value`` and gradient ``grad`` w.r.t. ``params``.
+
+    ``value + sum_E(params * g) - sum_E(params.detach() * g)`` with ``g = grad.detach()``: the extra terms are zero
+    in the forward pass and backpropagate exactly ``grad`` into ``params`` (and through it into whatever
+    produced ``params``).
+    """
+    g = grad.detach()
+    dims = tuple(range(1, params.ndim))
+    return value + (params * g).sum(dim=dims) - (params.detach() * g).sum(dim=dims)
+
+
+def finish(value: Tensor, params: Tensor, grad: Tensor, n_evals: int, **kw: Any) -> Estimate:
+    """Build an :class:`Estimate` from a per-item value ``[B]`` and an explicit gradient estimate ``[B, *E]``."""
+    per_item = inject(value, params, grad)
+    return Estimate(surrogate=per_item.sum(), per_item=per_item, n_evals=n_evals, grad=grad.detach(), **kw)

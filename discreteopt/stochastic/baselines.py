@@ -1,0 +1,181 @@
+"""Baselines and control variates for the score-function (REINFORCE) estimator.
+
+A baseline turns ``g = mean_i f(z_i) s_i`` (``s_i = d log p(z_i) / d theta``) into
+``g = mean_i (f(z_i) - b_i) s_i + correction``. It stays unbiased as long as ``b_i`` does not depend on ``z_i``
+(``E[s] = 0``) and ``correction`` is the exact mean of whatever else it subtracts. Every baseline here is
+unbiased: the ones estimated from the batch of samples use the *other* samples only (leave-one-out).
+
+Protocol: ``baseline(f_values [S, B], scores [S, B, *E], params [B, *E], z [S, B, *E]) -> BaselineOutput``
+(all inputs detached), where ``BaselineOutput.value`` is ``[S, B]`` (one baseline per sample) or ``[S, B, *E]``
+(one per sample and parameter).
+
+References: Williams (1992); Greensmith, Bartlett & Baxter (2004) for the optimal constant baseline
+``b*_j = E[f s_j^2] / E[s_j^2]``; Mnih & Gregor (2014, NVIL) for learned baselines; Kool, van Hoof & Welling
+(2019) for leave-one-out; Ross (2013, "Simulation") for the optimal control-variate scaling ``c* = Cov / Var``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class BaselineOutput(NamedTuple):
+    value: Tensor  # [S, B] or [S, B, *E], no autograd
+    correction: Tensor | None = None  # [B, *E] added to the gradient estimate
+    aux_loss: Tensor | None = None  # trains the baseline's own parameters
+
+
+class Baseline(Protocol):
+    def __call__(self, f_values: Tensor, scores: Tensor, params: Tensor, z: Tensor) -> BaselineOutput: ...
+
+
+def _need_two(f_values: Tensor, who: str) -> None:
+    if f_values.shape[0] < 2:
+        raise ValueError(f"samples must be >= 2 for the {who} baseline (it uses the other samples); "
+                         f"got {f_values.shape[0]}")
+
+
+class NoBaseline:
+    """``b = 0``: plain REINFORCE."""
+
+    def __call__(self, f_values, scores, params, z):
+        return BaselineOutput(torch.zeros_like(f_values))
+
+    def __repr__(self) -> str:
+        return "NoBaseline()"
+
+
+class MovingAverage:
+    """``b = `` exponential moving average of ``E[f]`` over *previous* calls (``b_t = decay b_{t-1} + (1 - decay) f̄_t``).
+
+    Unbiased because it only uses past samples. ``init`` is the baseline of the first call.
+    """
+
+    def __init__(self, decay: float = 0.9, init: float = 0.0):
+        if not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
+            raise ValueError(f"decay must be in [0, 1); got {decay!r}")
+        self.decay = float(decay)
+        self.value = float(init)
+
+    def __call__(self, f_values, scores, params, z):
+        out = torch.full_like(f_values, self.value)
+        self.value = self.decay * self.value + (1.0 - self.decay) * float(f_values.mean())
+        return BaselineOutput(out)
+
+    def __repr__(self) -> str:
+        return f"MovingAverage(decay={self.decay}, value={self.value:.4g})"
+
+
+class LeaveOneOut:
+    """``b_i = mean_{k != i} f(z_k)`` (the RLOO baseline; needs ``samples >= 2``)."""
+
+    def __call__(self, f_values, scores, params, z):
+        _need_two(f_values, "leave-one-out")
+        s = f_values.shape[0]
+        return BaselineOutput((f_values.sum(0, keepdim=True) - f_values) / (s - 1))
+
+    def __repr__(self) -> str:
+        return "LeaveOneOut()"
+
+
+class OptimalConstant:
+    """Per-parameter variance-minimising constant ``b*_j = E[f s_j^2] / E[s_j^2]``, estimated leave-one-out.
+
+    ``b_ij = sum_{k != i} f_k s_kj^2 / sum_{k != i} s_kj^2`` (needs ``samples >= 2``).
+    """
+
+    def __call__(self, f_values, scores, params, z):
+        _need_two(f_values, "optimal constant")
+        fv = f_values.reshape(*f_values.shape, *([1] * (scores.ndim - 2)))  # [S, B, 1...]
+        s2 = scores * scores  # [S, B, *E]
+        num = (fv * s2).sum(0, keepdim=True) - fv * s2
+        den = s2.sum(0, keepdim=True) - s2
+        tiny = torch.finfo(s2.dtype).tiny
+        b = torch.where(den > tiny, num / den.clamp(min=tiny), torch.zeros_like(num))  # [S, B, *E]
+        return BaselineOutput(b)
+
+    def __repr__(self) -> str:
+        return "OptimalConstant()"
+
+
+class LearnedBaseline:
+    """``b = module(params)`` ``[B]``, trained by ``aux_loss = sum_b mean_i (f(z_i) - b)^2`` (NVIL).
+
+    ``module`` receives the *detached* parameters ``[B, *E]`` (so no gradient leaks into them) and returns ``[B]``
+    or ``[B, 1]``; to condition on inputs ``x``, close over them. Add ``est.aux_loss`` to your loss (or backward
+    it) and include ``module.parameters()`` in an optimiser.
+    """
+
+    def __init__(self, module: nn.Module | Callable[[Tensor], Tensor]):
+        if not callable(module):
+            raise ValueError(f"module must be callable (params [B, *E] -> [B]); got {type(module).__name__}")
+        self.module = module
+
+    def __call__(self, f_values, scores, params, z):
+        b = self.module(params.detach())
+        if b.ndim == 2 and b.shape[1] == 1:
+            b = b[:, 0]
+        if tuple(b.shape) != (f_values.shape[1],):
+            raise ValueError(f"the learned baseline must return [B] = [{f_values.shape[1]}]; got {list(b.shape)}")
+        aux = ((f_values - b[None]) ** 2).mean(0).sum()
+        return BaselineOutput(b.detach()[None].expand_as(f_values), aux_loss=aux)
+
+    def __repr__(self) -> str:
+        return f"LearnedBaseline({self.module!r})"
+
+
+class ControlVariate:
+    """A control variate ``h(z)`` with known mean, scaled per parameter by ``c*_j = Cov(f s_j, h s_j) / Var(h s_j)``.
+
+    ``g_j = mean_i [f_i s_ij - c_ij (h_i s_ij - d_j E[h])]``: unbiased since ``E[h s] = grad E[h]`` and ``c_ij`` is
+    estimated from the other samples (leave-one-out; needs ``samples >= 3`` to be useful, ``>= 2`` to run).
+
+    ``h``: samples ``[S, B, *E]`` -> ``[S, B]``; ``h_mean``: params ``[B, *E]`` -> ``E[h]`` ``[B]``, differentiable
+    (its gradient is taken with autograd). Example: a first-order Taylor expansion of ``f`` around ``E[z]``.
+    With ``h = 1`` this reduces to :class:`OptimalConstant`.
+    """
+
+    def __init__(self, h: Callable[[Tensor], Tensor], h_mean: Callable[[Tensor], Tensor]):
+        if not callable(h) or not callable(h_mean):
+            raise ValueError("h and h_mean must be callables (samples -> [S, B] and params -> [B])")
+        self.h = h
+        self.h_mean = h_mean
+
+    def __call__(self, f_values, scores, params, z):
+        _need_two(f_values, "control-variate")
+        s = f_values.shape[0]
+        with torch.no_grad():
+            hv = self.h(z)
+        if tuple(hv.shape) != tuple(f_values.shape):
+            raise ValueError(f"h must map samples to [S, B] = {list(f_values.shape)}; got {list(hv.shape)}")
+        with torch.enable_grad():
+            th = params.detach().clone().requires_grad_(True)
+            (dmean,) = torch.autograd.grad(self.h_mean(th).sum(), th)  # [B, *E]
+        extra = [1] * (scores.ndim - 2)
+        x = f_values.reshape(*f_values.shape, *extra) * scores  # [S, B, *E]
+        y = hv.reshape(*hv.shape, *extra).detach() * scores  # [S, B, *E]
+        n = s - 1
+        mx = (x.sum(0) - x) / n
+        my = (y.sum(0) - y) / n
+        cov = ((x * y).sum(0) - x * y) / n - mx * my
+        var = ((y * y).sum(0) - y * y) / n - my * my
+        tiny = torch.finfo(var.dtype).tiny
+        c = torch.where(var > 1e-12 * (my * my + tiny), cov / var.clamp(min=tiny), torch.zeros_like(cov))
+        b = c * hv.reshape(*hv.shape, *extra)  # [S, B, *E]: (f - c h) s
+        return BaselineOutput(b, correction=c.mean(0) * dmean)
+
+    def __repr__(self) -> str:
+        return "ControlVariate()"
+
+
+def as_baseline(baseline: Baseline | None) -> Baseline:
+    if baseline is None:
+        return NoBaseline()
+    if not callable(baseline):
+        raise ValueError(f"baseline must be None or a Baseline (NoBaseline(), MovingAverage(), LeaveOneOut(), "
+                         f"OptimalConstant(), LearnedBaseline(m), ControlVariate(h, h_mean)); got {baseline!r}")
+    return baseline

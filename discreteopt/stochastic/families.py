@@ -1,0 +1,351 @@
+"""Discrete distribution families the estimators work on: :class:`Bernoulli`, :class:`Categorical`, :class:`KSubset`.
+
+All three are exponential families in their logits ``theta`` with sufficient statistic ``z`` (the 0/1 or one-hot
+sample), so ``log p(z) = <theta, z> - A(theta)`` and the score is ``d log p(z) / d theta = z - E[z]``
+(:meth:`Family.score`). A family samples with a ``torch.Generator`` (``torch.distributions`` cannot take one) and
+uses ``torch.distributions`` for log-probabilities where one fits.
+
+Layouts (``B`` is the batch of independent problems, samples come first):
+
+==============  =====================  ====================================================================
+family          ``params`` (logits)    sample ``z``
+==============  =====================  ====================================================================
+Bernoulli       ``[B, *E]``            ``[S, B, *E]`` in {0, 1}; every entry an independent variable
+Categorical     ``[B, *V, K]``         ``[S, B, *V, K]`` one-hot over the last dim; ``V`` independent variables
+KSubset(k)      ``[B, n]``             ``[S, B, n]`` in {0, 1} with exactly ``k`` ones,
+                                       ``p(z) = exp(<theta, z>) / e_k(exp(theta))`` (conditional Poisson)
+==============  =====================  ====================================================================
+
+Factorised families (Bernoulli, Categorical) also expose their factors (``V`` variables with ``C`` values) for the
+Rao-Blackwellised and measure-valued estimators, and a reparameterisation ``z = theta + noise``, ``b = H(z)`` with
+the conditional ``z~ | b`` needed by REBAR/RELAX (Tucker et al., 2017, appendix).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._types import check_tensor_param, uniform
+
+_NEG = -1e30  # finite "log 0": keeps gradients of log-sum-exp recursions free of NaN
+
+
+class Family:
+    """Base class: sampling, log-probabilities, score and enumeration of a discrete distribution family."""
+
+    name = "family"
+    factorised = False
+    reparameterisable = False
+    min_event_ndim = 1
+
+    def check(self, params: Tensor, name: str = "logits") -> Tensor:
+        return check_tensor_param(params, name, min_ndim=1 + self.min_event_ndim, layout=self.layout)
+
+    layout = "[B, *E]"
+
+    def sample(self, params: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples ``[n, B, *E]`` (float, no autograd)."""
+        raise NotImplementedError
+
+    def log_prob(self, params: Tensor, z: Tensor) -> Tensor:
+        """Log-probability ``[n, B]`` of samples ``[n, B, *E]`` (differentiable in ``params``)."""
+        raise NotImplementedError
+
+    def mean(self, params: Tensor) -> Tensor:
+        """``E[z]`` ``[B, *E]`` (the gradient of the log-partition function)."""
+        raise NotImplementedError
+
+    def score(self, params: Tensor, z: Tensor) -> Tensor:
+        """``d log p(z) / d params = z - E[z]`` ``[n, B, *E]`` (values, no autograd)."""
+        with torch.no_grad():
+            return z - self.mean(params.detach())
+
+    def outcomes(self, event_shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """Every outcome ``[N, *E]`` of one problem (for exact enumeration)."""
+        raise NotImplementedError
+
+    # --- factorised families -------------------------------------------------------------------------------
+    def n_factors(self, event_shape: tuple[int, ...]) -> tuple[int, int]:
+        """``(V, C)``: number of independent variables and of values each takes."""
+        raise ValueError(f"{self.name} is not factorised; this estimator needs Bernoulli or Categorical variables")
+
+    def factor_probs(self, params: Tensor) -> Tensor:
+        """``p_v(c)`` ``[B, V, C]`` (differentiable)."""
+        raise ValueError(f"{self.name} is not factorised")
+
+    def factor_index(self, z: Tensor) -> Tensor:
+        """Value index of every variable ``[n, B, V]`` (long)."""
+        raise ValueError(f"{self.name} is not factorised")
+
+    def substitute(self, z: Tensor, idx: Tensor) -> Tensor:
+        """``z`` with variable ``v`` set to value ``idx[..., v, r]``: ``[n, B, V, R]`` -> ``[n, B, V, R, *E]``."""
+        raise ValueError(f"{self.name} is not factorised")
+
+    # --- reparameterisation: z = theta + noise, b = H(z) -----------------------------------------------------
+    def perturb(self, params: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised pre-threshold sample ``[n, B, *E]`` (differentiable in ``params``)."""
+        raise ValueError(f"{self.name} has no continuous reparameterisation (use Bernoulli or Categorical)")
+
+    def hard(self, z: Tensor) -> Tensor:
+        """``b = H(z)``: the discrete sample determined by a perturbed sample (no autograd)."""
+        raise ValueError(f"{self.name} has no continuous reparameterisation")
+
+    def relax(self, z: Tensor, tau: Tensor | float) -> Tensor:
+        """Concrete relaxation ``sigma(z / tau)`` (Bernoulli) or ``softmax(z / tau)`` (Categorical)."""
+        raise ValueError(f"{self.name} has no continuous relaxation")
+
+    def conditional(self, params: Tensor, b: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``z~ ~ p(z | H(z) = b)`` ``[n, B, *E]``, reparameterised (differentiable in ``params`` given ``b``)."""
+        raise ValueError(f"{self.name} has no continuous reparameterisation")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Bernoulli(Family):
+    """Independent Bernoulli variables with logits ``theta``: ``p(z_j = 1) = sigmoid(theta_j)``."""
+
+    name = "Bernoulli"
+    factorised = True
+    reparameterisable = True
+    layout = "[B, *E]"
+
+    def sample(self, params, n, generator=None):
+        u = uniform((n, *params.shape), params.detach(), generator)  # [n, B, *E]
+        return (u < torch.sigmoid(params.detach())).to(params.dtype)
+
+    def log_prob(self, params, z):
+        lp = torch.distributions.Bernoulli(logits=params).log_prob(z)  # [n, B, *E]
+        return lp.flatten(2).sum(-1)  # [n, B]
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+    def outcomes(self, event_shape, like):
+        m = math.prod(event_shape)
+        if m > 20:
+            raise ValueError(f"enumerating a Bernoulli with {m} variables (2^{m} outcomes) is too large; use <= 20")
+        bits = torch.arange(2**m, device=like.device)[:, None] >> torch.arange(m, device=like.device)  # [N, m]
+        return (bits & 1).to(like.dtype).reshape(2**m, *event_shape)  # [N, *E]
+
+    def n_factors(self, event_shape):
+        return math.prod(event_shape), 2
+
+    def factor_probs(self, params):
+        p = torch.sigmoid(params).flatten(1)  # [B, V]
+        return torch.stack([1 - p, p], dim=-1)  # [B, V, 2]
+
+    def factor_index(self, z):
+        return z.flatten(2).long()  # [n, B, V]
+
+    def substitute(self, z, idx):
+        n, b = z.shape[:2]
+        event = z.shape[2:]
+        v = math.prod(event)
+        r = idx.shape[-1]
+        zf = z.reshape(n, b, 1, 1, v).expand(n, b, v, r, v)  # [n, B, V, R, V]
+        eye = torch.eye(v, dtype=torch.bool, device=z.device)[:, None, :]  # [V, 1, V]
+        out = torch.where(eye, idx[..., None].to(z.dtype), zf)  # [n, B, V, R, V]
+        return out.reshape(n, b, v, r, *event)
+
+    def perturb(self, params, n, generator=None):
+        u = uniform((n, *params.shape), params.detach(), generator)  # [n, B, *E]
+        return params + (torch.log(u) - torch.log1p(-u))  # theta + Logistic noise
+
+    def hard(self, z):
+        return (z.detach() > 0).to(z.dtype)
+
+    def relax(self, z, tau):
+        return torch.sigmoid(z / tau)
+
+    def conditional(self, params, b, generator=None):
+        # u~ ~ U(1 - p, 1) if b = 1, U(0, 1 - p) if b = 0; z~ = theta + logit(u~) simplifies to
+        #   b = 1: softplus(theta + logit v),   b = 0: -softplus(softplus(-theta) - logit v),   v ~ U(0, 1).
+        v = uniform(tuple(b.shape), params.detach(), generator)  # [n, B, *E]
+        lv = torch.log(v) - torch.log1p(-v)
+        theta = params.expand_as(b)
+        z1 = F.softplus(theta + lv)
+        z0 = -F.softplus(F.softplus(-theta) - lv)
+        return torch.where(b > 0.5, z1, z0)
+
+
+class Categorical(Family):
+    """Independent categorical variables, one per row of the last dim: ``p(z_v = e_k) = softmax(theta_v)_k``."""
+
+    name = "Categorical"
+    factorised = True
+    reparameterisable = True
+    layout = "[B, *V, K]"
+
+    def check(self, params, name="logits"):
+        check_tensor_param(params, name, min_ndim=2, layout=self.layout)
+        if params.shape[-1] < 2:
+            raise ValueError(f"{name} must have K >= 2 classes in its last dim ({self.layout}); "
+                             f"got shape {list(params.shape)}")
+        return params
+
+    def sample(self, params, n, generator=None):
+        g = _gumbel((n, *params.shape), params.detach(), generator)  # [n, B, *V, K]
+        idx = (params.detach() + g).argmax(-1)  # [n, B, *V]
+        return F.one_hot(idx, params.shape[-1]).to(params.dtype)
+
+    def log_prob(self, params, z):
+        lp = torch.distributions.OneHotCategorical(logits=params).log_prob(z)  # [n, B, *V]
+        return lp.flatten(2).sum(-1) if lp.ndim > 2 else lp  # [n, B]
+
+    def mean(self, params):
+        return torch.softmax(params, dim=-1)
+
+    def outcomes(self, event_shape, like):
+        k = event_shape[-1]
+        v = math.prod(event_shape[:-1])
+        if k**v > 200_000:
+            raise ValueError(f"enumerating {v} categorical variables with {k} classes ({k}^{v} outcomes) is too large")
+        grid = torch.tensor(list(itertools.product(range(k), repeat=v)), device=like.device)  # [N, V]
+        grid = grid.reshape(-1, v)
+        return F.one_hot(grid, k).to(like.dtype).reshape(grid.shape[0], *event_shape)  # [N, *V, K]
+
+    def n_factors(self, event_shape):
+        return math.prod(event_shape[:-1]), event_shape[-1]
+
+    def factor_probs(self, params):
+        return torch.softmax(params, dim=-1).reshape(params.shape[0], -1, params.shape[-1])  # [B, V, K]
+
+    def factor_index(self, z):
+        return z.argmax(-1).reshape(z.shape[0], z.shape[1], -1)  # [n, B, V]
+
+    def substitute(self, z, idx):
+        n, b = z.shape[:2]
+        event = z.shape[2:]
+        k = event[-1]
+        v = math.prod(event[:-1])
+        r = idx.shape[-1]
+        zf = z.reshape(n, b, 1, 1, v, k).expand(n, b, v, r, v, k)  # [n, B, V, R, V, K]
+        eye = torch.eye(v, dtype=torch.bool, device=z.device)[:, None, :, None]  # [V, 1, V, 1]
+        onehot = F.one_hot(idx, k).to(z.dtype)[..., None, :]  # [n, B, V, R, 1, K]
+        out = torch.where(eye, onehot, zf)  # [n, B, V, R, V, K]
+        return out.reshape(n, b, v, r, *event)
+
+    def perturb(self, params, n, generator=None):
+        return params + _gumbel((n, *params.shape), params.detach(), generator)  # [n, B, *V, K]
+
+    def hard(self, z):
+        return F.one_hot(z.detach().argmax(-1), z.shape[-1]).to(z.dtype)
+
+    def relax(self, z, tau):
+        return torch.softmax(z / tau, dim=-1)
+
+    def conditional(self, params, b, generator=None):
+        # Given argmax b: the max is Gumbel(logsumexp theta), independent of b; every other coordinate is a
+        # Gumbel(theta_i) truncated below the max:  z_b = lse - log(-log v_b),
+        # z_i = -log(exp(-theta_i) (-log v_i) + exp(-z_b))  (Tucker et al. 2017, appendix; unnormalised form).
+        v = uniform(tuple(b.shape), params.detach(), generator)  # [n, B, *V, K]
+        theta = params.expand_as(b)
+        e = -torch.log(v)  # Exp(1) variables
+        lse = torch.logsumexp(params, dim=-1, keepdim=True).expand_as(b)
+        z_top = lse - torch.log(e)  # candidate max (Gumbel(lse)) for every coordinate
+        z_b = (z_top * b).sum(-1, keepdim=True)  # [n, B, *V, 1]
+        z_other = -torch.logaddexp(torch.log(e) - theta, -z_b)
+        return torch.where(b > 0.5, z_top, z_other)
+
+
+class KSubset(Family):
+    """Subsets of exactly ``k`` of ``n`` items: ``p(z) = exp(<theta, z>) / e_k(exp(theta))`` (conditional Poisson).
+
+    ``e_k`` is the elementary symmetric polynomial, computed by the recursion
+    ``e_j(w_i..w_n) = e_j(w_{i+1}..w_n) + w_i e_{j-1}(w_{i+1}..w_n)`` in log space; samples are drawn item by item
+    with ``p(z_i = 1 | r left) = w_i e_{r-1}(w_{i+1}..) / e_r(w_i..)`` (Chen, Dempster & Liu, 1994).
+    """
+
+    name = "KSubset"
+    layout = "[B, n]"
+
+    def __init__(self, k: int):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer; got {k!r}")
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"KSubset(k={self.k})"
+
+    def check(self, params, name="logits"):
+        check_tensor_param(params, name, min_ndim=2, layout=self.layout)
+        if params.ndim != 2:
+            raise ValueError(f"{name} must have shape {self.layout} for KSubset; got {list(params.shape)}")
+        if self.k > params.shape[1]:
+            raise ValueError(f"k={self.k} must be at most the number of items n={params.shape[1]}")
+        return params
+
+    def _table(self, params: Tensor) -> Tensor:
+        """``L[:, i, j] = log e_j(w_i, ..., w_{n-1})`` ``[B, n+1, k+1]``."""
+        b, n = params.shape
+        k = self.k
+        row = torch.full((b, k + 1), _NEG, dtype=params.dtype, device=params.device)
+        row[:, 0] = 0.0
+        rows = [row]
+        for i in range(n - 1, -1, -1):
+            prev = rows[-1]  # [B, k+1] for suffix i+1
+            take = params[:, i : i + 1] + prev[:, :-1]  # [B, k]
+            new = torch.cat([prev[:, :1], torch.logaddexp(prev[:, 1:], take)], dim=1)  # [B, k+1]
+            rows.append(new)
+        return torch.stack(rows[::-1], dim=1)  # [B, n+1, k+1]
+
+    def log_partition(self, params: Tensor) -> Tensor:
+        return self._table(params)[:, 0, self.k]  # [B]
+
+    def sample(self, params, n, generator=None):
+        with torch.no_grad():
+            th = params.detach()
+            table = self._table(th)  # [B, N+1, k+1]
+            b, m = th.shape
+            u = uniform((n, b, m), th, generator)  # [n, B, N]
+            left = torch.full((n, b), self.k, dtype=torch.long, device=th.device)  # [n, B]
+            out = torch.zeros((n, b, m), dtype=th.dtype, device=th.device)
+            for i in range(m):
+                nxt = table[:, i + 1, :].expand(n, b, self.k + 1)  # [n, B, k+1]
+                cur = table[:, i, :].expand(n, b, self.k + 1)
+                num = th[:, i] + nxt.gather(-1, (left - 1).clamp(min=0)[..., None])[..., 0]  # [n, B]
+                den = cur.gather(-1, left[..., None])[..., 0]
+                take = (u[..., i] < torch.exp(num - den)) & (left > 0)
+                out[..., i] = take.to(th.dtype)
+                left = left - take.long()
+            return out
+
+    def log_prob(self, params, z):
+        return (z * params).sum(-1) - self.log_partition(params)  # [n, B]
+
+    def mean(self, params):
+        with torch.enable_grad():
+            th = params.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.log_partition(th).sum(), th)
+        return g
+
+    def outcomes(self, event_shape, like):
+        (n,) = event_shape
+        if math.comb(n, self.k) > 200_000:
+            raise ValueError(f"enumerating C({n}, {self.k}) subsets is too large")
+        rows = []
+        for c in itertools.combinations(range(n), self.k):
+            r = torch.zeros(n, dtype=like.dtype, device=like.device)
+            r[list(c)] = 1.0
+            rows.append(r)
+        return torch.stack(rows)  # [N, n]
+
+
+def _gumbel(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    u = uniform(shape, like, generator)
+    return -torch.log(-torch.log(u))
+
+
+def as_family(family: Family | None) -> Family:
+    if family is None:
+        return Bernoulli()
+    if not isinstance(family, Family):
+        raise ValueError(f"family must be a discreteopt.stochastic Family (Bernoulli(), Categorical(), KSubset(k)); "
+                         f"got {type(family).__name__}")
+    return family
