@@ -34,17 +34,28 @@ from discreteopt.solvers.grid_shortest_path import grid_arcs
 
 def timeit(fn, repeats: int, min_time: float = 0.2) -> float:
     """Median seconds per call of ``fn`` over ``repeats`` rounds (each round >= min_time / repeats)."""
-    fn()  # warm-up (compilation, caches)
-    rounds = []
+    return time_interleaved({"fn": fn}, repeats, min_time)["fn"]
+
+
+def time_interleaved(fns: dict, repeats: int, min_time: float = 0.2) -> dict:
+    """Median seconds per call of each function; the rounds alternate between the functions.
+
+    Interleaving makes the ratios robust to a machine whose load changes during the run: every method sees
+    the same conditions in each round.
+    """
+    for fn in fns.values():
+        fn()  # warm-up (compilation, caches)
+    rounds: dict = {name: [] for name in fns}
     for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            if time.perf_counter() - t0 >= min_time / repeats:
-                break
-        rounds.append((time.perf_counter() - t0) / n)
-    return statistics.median(rounds)
+        for name, fn in fns.items():
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                if time.perf_counter() - t0 >= min_time / repeats:
+                    break
+            rounds[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(r) for name, r in rounds.items()}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -174,7 +185,7 @@ def grid_rows(batch: int, sizes: list[int], repeats: int, nx_batch: int) -> list
         scipy_solver, nx_solver = ScipyPerInstance(k), NetworkxPerInstance(k)
         ref_out = np.zeros_like(w_np)
 
-        def ref():
+        def ref(w_np=w_np, ref_out=ref_out):
             ref_out[:] = 0
             _ref_heap_dijkstra(w_np, ref_out)
 
@@ -185,13 +196,13 @@ def grid_rows(batch: int, sizes: list[int], repeats: int, nx_batch: int) -> list
         assert np.allclose(cost, (w_np * ref_out).sum((1, 2)))
         assert np.allclose(cost[:8], (w_np[:8] * scipy_solver(w_np[:8])).sum((1, 2)), atol=1e-9)
 
-        t = {
-            "discreteopt[numba]": timeit(lambda: ours.solve(w), repeats),
-            "discreteopt[torch]": timeit(lambda: ours_torch.solve(w), max(1, repeats // 2)),
-            "ref numba heap": timeit(ref, repeats),
-            "scipy per instance": timeit(lambda: scipy_solver(w_np), max(1, repeats // 2)),
-            "networkx": timeit(lambda: nx_solver(w_np[:nx_batch]), 1) * batch / nx_batch,
-        }
+        t = time_interleaved({
+            "discreteopt[numba]": lambda s=ours, x=w: s.solve(x),
+            "ref numba heap": ref,
+            "scipy per instance": lambda s=scipy_solver, x=w_np: s(x),
+        }, repeats, min_time=1.0)
+        t["discreteopt[torch]"] = timeit(lambda s=ours_torch, x=w: s.solve(x), max(1, repeats // 2))
+        t["networkx"] = timeit(lambda s=nx_solver, x=w_np[:nx_batch]: s(x), 1) * batch / nx_batch
         for name, sec in t.items():
             rows.append({"solver": f"grid {k}x{k}", "method": name, "batch": batch,
                          "us_per_solve": 1e6 * sec / batch, "solves_per_s": batch / sec,
@@ -233,7 +244,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--sizes", default="12,18,24,30")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--quick", action="store_true", help="small run to check the script works")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()

@@ -122,10 +122,12 @@ def brute_force_value(solver: Solver, theta_b: np.ndarray, solutions: np.ndarray
 def enumerate_solutions(solver: Solver, event_shape: Sequence[int]) -> np.ndarray:
     """All feasible points ``[M, *Y]`` of a small instance, for the built-in combinatorial solvers.
 
-    Supports ``TopK`` and ``Argmax`` (any n), ``GridShortestPath`` (grids up to about 4x4) and
-    ``GraphShortestPath`` (all simple paths; small graphs). Other solvers: pass your own list.
+    Supports ``TopK`` and ``Argmax`` (any n), ``GridShortestPath`` (grids up to about 4x4),
+    ``GraphShortestPath`` (all simple paths; small graphs), ``Knapsack`` (up to ~16 items), ``Assignment``
+    (all injective row -> column maps) and pure-integer ``ILP`` with finite bounds (up to 2^16 candidate
+    points). Other solvers: pass your own list.
     """
-    from .solvers import Argmax, GraphShortestPath, GridShortestPath, TopK
+    from .solvers import ILP, Argmax, Assignment, GraphShortestPath, GridShortestPath, Knapsack, TopK
 
     if isinstance(solver, TopK):
         (n,) = event_shape
@@ -174,7 +176,42 @@ def enumerate_solutions(solver: Solver, event_shape: Sequence[int]) -> np.ndarra
                 r[e] = 1.0
             rows.append(r)
         return np.unique(np.stack(rows), axis=0)
+    if isinstance(solver, Knapsack):
+        (n,) = event_shape
+        cube = _binary_cube(n)  # [2^n, n]
+        return cube[np.all(cube @ solver.weights.T <= solver.capacity[None, :] + 1e-9, axis=1)]
+    if isinstance(solver, Assignment):
+        n, m = event_shape
+        rows = []
+        for cols in itertools.permutations(range(m), n):
+            r = np.zeros((n, m))
+            r[np.arange(n), list(cols)] = 1.0
+            rows.append(r)
+        return np.stack(rows)
+    if isinstance(solver, ILP):
+        return _ilp_points(solver)
     raise TypeError(f"enumerate_solutions does not know {type(solver).__name__}; pass solutions yourself")
+
+
+def _binary_cube(n: int) -> np.ndarray:
+    """All ``2^n`` 0/1 vectors ``[2^n, n]``."""
+    return ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1).astype(np.float64)
+
+
+def _ilp_points(solver: ILP, limit: int = 1 << 16) -> np.ndarray:
+    """Feasible points of a pure integer program with finite bounds (at most ``limit`` candidates)."""
+    if not np.all(solver.integrality) or not (np.isfinite(solver.lb).all() and np.isfinite(solver.ub).all()):
+        raise TypeError("enumerate_solutions needs an ILP whose variables are all integer with finite bounds")
+    ranges = [np.arange(lo, hi + 1) for lo, hi in zip(solver.lb, solver.ub, strict=True)]
+    if np.prod([float(len(r)) for r in ranges]) > limit:
+        raise TypeError(f"enumerate_solutions: more than {limit} candidate points; pass solutions yourself")
+    pts = np.array(list(itertools.product(*ranges)), dtype=np.float64).reshape(-1, solver.n)  # [M, n]
+    ok = np.ones(len(pts), dtype=bool)
+    if solver.A_ub is not None:
+        ok &= np.all(pts @ solver.A_ub.T <= solver.b_ub + 1e-9, axis=1)
+    if solver.A_eq is not None:
+        ok &= np.all(np.abs(pts @ solver.A_eq.T - solver.b_eq) <= 1e-9, axis=1)
+    return pts[ok]
 
 
 def _poison(theta: torch.Tensor, value: float) -> torch.Tensor:
