@@ -13,7 +13,8 @@ Back-ends (same canonical path, bit for bit, ties and zero costs included -- see
 :mod:`discreteopt.solvers._dijkstra_numba`):
 
 * ``"numba"``: compiled heap Dijkstra over the batch, GIL released (default when numba is installed);
-* ``"torch"``: batched Bellman-Ford sweeps in torch; runs on the input's device (GPU-native).
+* ``"torch"``: batched Bellman-Ford sweeps over shifted views of the grid in torch
+  (:mod:`discreteopt.solvers._grid_torch`); runs on the input's device (GPU-native).
 
 ``"auto"`` picks numba on CPU inputs and torch for inputs already on a GPU.
 Costs must be finite and ``>= 0`` (``min_cost = 0``): Dijkstra is wrong with negative costs, so a
@@ -29,7 +30,7 @@ import torch
 
 from .._validation import check_int_in_range
 from ._backend import numba_kernels, resolve_backend
-from ._dijkstra_torch import shortest_path_arcs
+from ._grid_torch import grid_path_masks
 from .base import Solver
 
 #: neighbour offsets in the fixed order used to break ties when the path is read back
@@ -131,19 +132,8 @@ class GridShortestPath(Solver):
         return out
 
     def _solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
-        b, h, w = theta.shape
-        sr, sc, tr, tc = self._cells(h, w)
-        tail_np, head_np = grid_arcs(h, w, self.neighbourhood)
-        tail = torch.from_numpy(tail_np).to(theta.device)
-        head = torch.from_numpy(head_np).to(theta.device)
-        costs = theta.to(torch.float64).reshape(b, h * w)  # [B, H, W] -> [B, H*W]
-        s, t = sr * w + sc, tr * w + tc
-        on_path = shortest_path_arcs(tail, head, costs[:, head], h * w, s, t, source_cost=costs[:, s])  # [B, A]
-        mask = torch.zeros_like(costs)
-        rows, arcs = on_path.nonzero(as_tuple=True)
-        mask[rows, head[arcs]] = 1.0
-        mask[:, s] = 1.0
-        return mask.reshape(b, h, w)  # [B, H*W] -> [B, H, W]
+        sr, sc, tr, tc = self._cells(theta.shape[1], theta.shape[2])
+        return grid_path_masks(theta.to(torch.float64), (sr, sc), (tr, tc), _OFFSETS[self.neighbourhood])
 
     def is_feasible(self, y) -> np.ndarray:
         """A mask is feasible when it is a simple ``source -> target`` path in the grid graph."""
