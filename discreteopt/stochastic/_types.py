@@ -19,13 +19,14 @@ Every estimator is a function ``est(f, params, ..., samples=S, generator=None) -
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .._validation import check_positive as _check_positive_number
 
 SampleFn = Callable[[Tensor], Tensor]
 """``f``: samples ``[S, B, *E]`` -> values ``[S, B]``."""
@@ -95,13 +96,14 @@ def check_samples(samples: Any, name: str = "samples", minimum: int = 1) -> int:
 
 
 def check_positive(value: Any, name: str) -> float:
+    """:func:`discreteopt._validation.check_positive`, also accepting a one-element tensor and rejecting bools."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a positive scalar; got a tensor of shape {list(value.shape)}")
         value = float(value.detach())
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return float(value)
+    return _check_positive_number(value, name)
 
 
 def check_generator(generator: Any, device: torch.device) -> None:

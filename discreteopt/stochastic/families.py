@@ -154,8 +154,7 @@ class Bernoulli(Family):
         return out.reshape(n, b, v, r, *event)
 
     def perturb(self, params, n, generator=None):
-        u = uniform((n, *params.shape), params.detach(), generator)  # [n, B, *E]
-        return params + (torch.log(u) - torch.log1p(-u))  # theta + Logistic noise
+        return params + _logistic((n, *params.shape), params.detach(), generator)  # [n, B, *E]
 
     def hard(self, z):
         return (z.detach() > 0).to(z.dtype)
@@ -164,12 +163,13 @@ class Bernoulli(Family):
         return torch.sigmoid(z / tau)
 
     def conditional(self, params, b, generator=None):
-        # u~ ~ U(1 - p, 1) if b = 1, U(0, 1 - p) if b = 0; z~ = theta + logit(u~) simplifies to
-        #   b = 1: softplus(theta + logit v),   b = 0: -softplus(softplus(-theta) - logit v),   v ~ U(0, 1).
-        v = uniform(tuple(b.shape), params.detach(), generator)  # [n, B, *E]
-        lv = torch.log(v) - torch.log1p(-v)
+        # z = theta + logit(u), b = 1[z > 0] = 1[u > 1 - p]. Given b: u~ = 1 - p + p v' if b = 1 and u~ = (1 - p) v
+        # if b = 0, v, v' ~ U(0, 1). With v' = 1 - v, z~ = theta + logit(u~) simplifies to (Tucker et al. 2017, app.)
+        #   b = 1: log((1 + e^theta (1 - v)) / v) = softplus(softplus(theta) - logit v),
+        #   b = 0: log(p v / (1 - (1 - p) v))     = -softplus(softplus(-theta) - logit v).
+        lv = _logistic(tuple(b.shape), params.detach(), generator)  # logit(v), v ~ U(0, 1)  [n, B, *E]
         theta = params.expand_as(b)
-        z1 = F.softplus(theta + lv)
+        z1 = F.softplus(F.softplus(theta) - lv)
         z0 = -F.softplus(F.softplus(-theta) - lv)
         return torch.where(b > 0.5, z1, z0)
 
@@ -320,10 +320,19 @@ class KSubset(Family):
         return (z * params).sum(-1) - self.log_partition(params)  # [n, B]
 
     def mean(self, params):
-        with torch.enable_grad():
-            th = params.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.log_partition(th).sum(), th)
-        return g
+        """Inclusion probabilities ``P(z_i = 1) = w_i e_{k-1}(w_{-i}) / e_k(w)`` ``[B, n]`` (differentiable).
+
+        ``e_{k-1}(w_{-i}) = sum_j e_j(w_0..w_{i-1}) e_{k-1-j}(w_{i+1}..w_{n-1})`` from the suffix table and the
+        suffix table of the reversed items (the prefixes).
+        """
+        n, k = params.shape[1], self.k
+        suffix = self._table(params)  # [B, n+1, k+1]: log e_j(w_i..w_{n-1})
+        prefix = self._table(params.flip(1)).flip(1)  # [B, n+1, k+1]: log e_j(w_0..w_{i-1}) at row i
+        j = torch.arange(k, device=params.device)
+        left = prefix[:, :n, :k]  # [B, n, k]: e_j(w_{<i}), j = 0..k-1
+        right = suffix[:, 1:, :][..., k - 1 - j]  # [B, n, k]: e_{k-1-j}(w_{>i})
+        log_rest = torch.logsumexp(left + right, dim=-1)  # [B, n]
+        return torch.exp(params + log_rest - suffix[:, 0, k, None])
 
     def outcomes(self, event_shape, like):
         (n,) = event_shape
@@ -338,8 +347,15 @@ class KSubset(Family):
 
 
 def _gumbel(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``Gumbel(0, 1)`` noise ``-log(-log u)`` (no autograd)."""
     u = uniform(shape, like, generator)
     return -torch.log(-torch.log(u))
+
+
+def _logistic(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``Logistic(0, 1)`` noise ``logit(u) = log u - log(1 - u)`` (no autograd)."""
+    u = uniform(shape, like, generator)
+    return torch.log(u) - torch.log1p(-u)
 
 
 def as_family(family: Family | None) -> Family:

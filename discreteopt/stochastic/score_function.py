@@ -49,14 +49,22 @@ def reinforce(
     fv = cf(z)  # [S, B]
     fd = fv.detach()
     score = family.score(logits, z)  # [S, B, *E]
-    out = base(fd, score, logits.detach(), z)
-    extra = [1] * (score.ndim - 2)
-    b = out.value if out.value.ndim == score.ndim else out.value.reshape(*out.value.shape, *extra)
-    weight = fd.reshape(*fd.shape, *extra) - b  # [S, B, *E] or [S, B, 1...]
-    g = (weight * score).mean(0)  # [B, *E]
+    g, aux = score_function_gradient(base, fd, score, logits.detach(), z)
+    return finish(fv.mean(0), logits, g, cf.count, samples=z, f_values=fd, aux_loss=aux)
+
+
+def score_function_gradient(
+    baseline: Baseline, f_values: Tensor, scores: Tensor, params: Tensor, z: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """``(mean_i (f_i - b_i) s_i + correction [B, *E], aux_loss)`` for values ``[S, B]`` and scores ``[S, B, *E]``."""
+    out = baseline(f_values, scores, params, z)
+    extra = [1] * (scores.ndim - 2)
+    b = out.value if out.value.ndim == scores.ndim else out.value.reshape(*out.value.shape, *extra)
+    weight = f_values.reshape(*f_values.shape, *extra) - b  # [S, B, *E] or [S, B, 1...]
+    g = (weight * scores).mean(0)  # [B, *E]
     if out.correction is not None:
         g = g + out.correction
-    return finish(fv.mean(0), logits, g, cf.count, samples=z, f_values=fd, aux_loss=out.aux_loss)
+    return g, out.aux_loss
 
 
 def local_table(cf: CountingF, family: Family, z: Tensor, fz: Tensor) -> Tensor:
@@ -102,7 +110,9 @@ def rao_blackwell(
     z = family.sample(logits, s, generator)  # [S, B, *E]
     fv = cf(z)  # [S, B]
     table = local_table(cf, family, z, fv)  # [S, B, V, C]
-    probs = family.factor_probs(logits)  # [B, V, C]
-    term = (probs[None] * table).sum((-1, -2)).mean(0)  # [B]
-    per_item = fv.mean(0) + term - term.detach()
-    return Estimate(per_item.sum(), per_item, cf.count, samples=z, f_values=fv.detach())
+    with torch.enable_grad():
+        th = logits.detach().clone().requires_grad_(True)
+        probs = family.factor_probs(th)  # [B, V, C]
+        term = (probs[None] * table).sum((-1, -2)).mean(0)  # [B]
+        (g,) = torch.autograd.grad(term.sum(), th)  # [B, *E]
+    return finish(fv.mean(0), logits, g, cf.count, samples=z, f_values=fv.detach())
