@@ -9,10 +9,14 @@ API in three lines::
 The layer owns the three things estimators must not know about:
 
 * **sense** -- estimators see a maximiser ``theta -> argmax_y <theta, y>``. For ``solver.sense == "min"``
-  the layer's input is the solver's natural argument (costs ``w``) and the layer maximises ``theta = -w``
-  (a differentiable negation, so gradients come back in cost space);
+  the layer's input is the solver's natural argument (costs ``w``) and the layer maximises ``theta = -w``;
+  the layer's autograd function negates the estimator's gradient once, so gradients come back in cost space;
 * **guards** -- before every solver call the natural argument goes through one
-  :class:`~discreteopt.estimators.guards.Guard` (default ``Clamp()``: ``w = max(w, min_cost)``);
+  :class:`~discreteopt.estimators.guards.Guard` (default ``Clamp()``: ``w = max(w, min_cost)``). Perturbed
+  costs of Dijkstra-type solvers (``min_cost = 0``) that would go negative are clamped to 0 (blackbox
+  backprop's rule); ``Raise()`` refuses them instead; ``Shift()`` is only allowed for solvers whose feasible
+  set has a constant ``sum(y)``; a multiplicative :class:`~discreteopt.estimators.PerturbedOptimizer` keeps
+  positive costs positive and never needs the guard;
 * **execution** -- all solver calls of a forward (the ``S`` perturbed copies, ``[B, S, *E] -> [B*S, *E]``)
   and of a backward go to the executor as *one* batch. :attr:`DiscreteLayer.stats` counts them.
 
@@ -90,8 +94,10 @@ class Maximizer:
 
     def natural(self, theta: torch.Tensor) -> torch.Tensor:
         """Max-convention ``theta`` -> guarded natural argument of the solver."""
-        w = -theta if self.solver.sense == "min" else theta
-        return self.guard(w.detach(), self.solver)
+        if self.solver.sense == "min":
+            # the negation is a fresh tensor: the guard may work in place on it (one allocation in all)
+            return self.guard(torch.neg(theta.detach()), self.solver, inplace=True)
+        return self.guard(theta.detach(), self.solver)
 
     def submit(self, theta: torch.Tensor, phase: str = "forward") -> Future:
         self.stats.record(phase, theta.shape[0])
@@ -132,12 +138,21 @@ class _Pending:
 
 
 class _LayerFunction(torch.autograd.Function):
+    """``theta`` (the solver's natural argument) -> ``y``; the estimator works on ``theta_max = sign * theta``.
+
+    The sign flip of min-sense solvers is applied here, in both directions, rather than as a separate
+    autograd node: one tensor operation fewer per step each way.
+    """
+
     @staticmethod
     def forward(ctx, theta, layer, pending, reduce):  # noqa: ARG004 -- theta is the autograd input
         y, est_ctx = pending.finish()  # [B, S, *Y]
         ctx.layer, ctx.est_ctx, ctx.reduce, ctx.samples = layer, est_ctx, reduce, y.shape[1]
         ctx.theta = pending.theta
-        return y.mean(dim=1) if reduce else y.clone()  # [B, *Y] or [B, S, *Y]
+        if not reduce:
+            return y.clone()  # [B, S, *Y]; a copy: in-place edits must not reach the backward context
+        # S == 1: a view, which autograd forbids editing in place (same protection, no copy)
+        return y[:, 0] if y.shape[1] == 1 else y.mean(dim=1)  # [B, *Y]
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -147,8 +162,10 @@ class _LayerFunction(torch.autograd.Function):
         else:
             grad_y = grad_out * s  # [B, S, *Y]
         layer = ctx.layer
-        grad = layer.estimator.backward(layer.maximizer.backward_fn(), ctx.theta, ctx.est_ctx, grad_y)
-        return grad.to(ctx.theta.dtype), None, None, None
+        grad = layer.estimator.backward(layer.maximizer.backward_fn(), ctx.theta, ctx.est_ctx, grad_y)  # [B, *E]
+        if grad.dtype != ctx.theta.dtype:
+            grad = grad.to(ctx.theta.dtype)
+        return (-grad if layer.solver.sense == "min" else grad), None, None, None
 
 
 class LayerHandle:
@@ -225,22 +242,23 @@ class DiscreteLayer(nn.Module):
     def forward_async(self, theta: torch.Tensor, return_samples: bool | None = None) -> LayerHandle:
         """Start the solver batch now (``executor.submit``) and return a handle; ``.result()`` == ``forward``."""
         samples = self.return_samples if return_samples is None else bool(return_samples)
-        theta_max = self.to_max(theta)
+        validate_input(self.solver, theta, "theta")
+        detached = theta.detach()
+        theta_max = torch.neg(detached) if self.solver.sense == "min" else detached  # [B, *E], no graph
         if self._uses_map():
-            fut = self.maximizer.submit(theta_max.detach())
+            fut = self.maximizer.submit(theta_max)
 
             def finish_map() -> torch.Tensor:
                 y = fut.result()  # [B, *Y]
                 return y.unsqueeze(1) if samples else y  # [B, 1, *Y]
 
             return LayerHandle(finish_map, fut)
-        detached = theta_max.detach()
-        thetas, state = self.estimator.plan(detached, self.generator_for(theta.device))  # [N, *E]
+        thetas, state = self.estimator.plan(theta_max, self.generator_for(theta.device))  # [N, *E]
         fut = self.maximizer.submit(thetas)
-        pending = _Pending(self.estimator, detached, state, fut)
+        pending = _Pending(self.estimator, theta_max, state, fut)
 
         def finish() -> torch.Tensor:
-            return _LayerFunction.apply(theta_max, self, pending, not samples)
+            return _LayerFunction.apply(theta, self, pending, not samples)
 
         return LayerHandle(finish, fut)
 
@@ -248,16 +266,28 @@ class DiscreteLayer(nn.Module):
         """``theta [B, *E]`` (solver's natural argument) -> ``y [B, *Y]`` or ``[B, S, *Y]``."""
         return self.forward_async(theta, return_samples).result()
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The estimator's training state (e.g. AIMLE's adapted ``lam``), saved in ``state_dict()``."""
+        return {"estimator": self.estimator.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "estimator" not in state:
+            raise ValueError(f"DiscreteLayer extra state must be a dict with key 'estimator'; got {state!r}")
+        self.estimator.load_state_dict(state["estimator"])
+
     def extra_repr(self) -> str:
         return f"solver={self.solver!r}, estimator={self.estimator!r}, executor={self.executor!r}, " \
                f"guard={self.maximizer.guard!r}"
 
 
 def discrete_layer(theta: torch.Tensor, solver: Solver, estimator: Estimator, executor: Executor | None = None,
-                   *, guard: Guard | None = None, generator: torch.Generator | None = None,
+                   *, guard: Guard | None = None, generator: torch.Generator | None = None, seed: int | None = None,
                    return_samples: bool = False) -> torch.Tensor:
-    """Functional form of :class:`DiscreteLayer` (training-mode forward)."""
-    layer = DiscreteLayer(solver, estimator, executor, guard=guard, generator=generator)
+    """Functional form of :class:`DiscreteLayer` (training-mode forward): ``y = discrete_layer(theta, solver, est)``.
+
+    Stateful estimators (AIMLE's ``lam``) keep their state in ``estimator`` across calls.
+    """
+    layer = DiscreteLayer(solver, estimator, executor, guard=guard, generator=generator, seed=seed)
     return layer(theta, return_samples=return_samples)
 
 
@@ -271,16 +301,30 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
     """
     from .estimators.score_function import ScoreFunction
 
+    if not isinstance(layer, DiscreteLayer):
+        raise ValueError(f"layer must be a DiscreteLayer; got {type(layer).__name__}")
     est = layer.estimator
     if not isinstance(est, ScoreFunction):
         raise ValueError(f"layer.estimator must be a ScoreFunction; got {type(est).__name__}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
     theta_max = layer.to_max(theta)
     detached = theta_max.detach()
     thetas, z = est.plan(detached, layer.generator_for(theta.device))  # [N, *E]
     y, ctx = est.finish(detached, layer.maximizer(thetas), z)  # [B, S, *Y]
     with torch.no_grad():
-        losses = loss_fn(y)
+        losses = _per_sample_losses(loss_fn, y)
         map_losses = None
         if ctx.y_map is not None:
-            map_losses = loss_fn(ctx.y_map.unsqueeze(1).expand_as(y))  # [B, S]
-    return est.surrogate(theta_max, z, torch.as_tensor(losses, device=theta.device), map_losses, reduction)
+            map_losses = _per_sample_losses(loss_fn, ctx.y_map.unsqueeze(1).expand_as(y))  # [B, S]
+    return est.surrogate(theta_max, z, losses, map_losses, reduction)
+
+
+def _per_sample_losses(loss_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(y [B, S, *Y])`` checked to be finite ``[B, S]`` values (``ValueError`` otherwise)."""
+    losses = torch.as_tensor(loss_fn(y), device=y.device)
+    if losses.shape != y.shape[:2]:
+        raise ValueError(f"loss_fn must return per-sample losses of shape [B, S] = {tuple(y.shape[:2])}; "
+                         f"got {tuple(losses.shape)}")
+    check_finite(losses, "loss_fn(y)")
+    return losses

@@ -73,15 +73,29 @@ class FenchelYoungLoss(nn.Module):
 
     def forward(self, theta: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         layer, est = self.layer, self.layer.estimator
-        theta_max = layer.to_max(theta)  # [B, *E]
+        validate_input(layer.solver, theta, "theta")
         _check_like(y_true, theta, "y_true", "theta")
+        sign = -1.0 if layer.solver.sense == "min" else 1.0
         ndim = theta.ndim - 1
-        z = est.sample(theta_max.detach(), layer.generator_for(theta.device))  # [B, S, *E]
-        perturbed = est.perturbation(theta_max, z)  # [B, S, *E], differentiable
-        y = layer.maximizer(perturbed.detach().reshape(-1, *theta.shape[1:]))  # [B*S, *Y]
+        detached = theta.detach()
+        theta_max = torch.neg(detached) if sign < 0 else detached  # [B, *E], no graph
+        z = est.sample(theta_max, layer.generator_for(theta.device))  # [B, S, *E]
+        factor = est.factor(z)  # [B, S, *E] (multiplicative) or None
+        perturbed = theta_max.unsqueeze(1) * factor if factor is not None else \
+            torch.add(theta_max.unsqueeze(1), z, alpha=est.sigma)  # [B, S, *E]
+        y = layer.maximizer(perturbed.reshape(-1, *theta.shape[1:]))  # [B*S, *Y]
         y = y.reshape(perturbed.shape)  # [B*S, *Y] -> [B, S, *Y]
-        f = inner(perturbed, y, ndim).mean(dim=1)  # [B]
-        loss = f - inner(theta_max, y_true.to(theta.dtype), ndim)  # [B]
+        # mean_s <theta_Z_s, y_s> = <theta, ybar> + c with the solutions held fixed (Danskin):
+        #   additive:        ybar = mean_s y_s,              c = sigma * mean_s <Z_s, y_s>
+        #   multiplicative:  ybar = mean_s factor_s * y_s,   c = 0
+        if factor is None:
+            ybar = y.mean(dim=1)  # [B, *Y]
+            const = est.sigma * inner(z, y, ndim).mean(dim=1)  # [B]
+        else:
+            ybar = (factor * y).mean(dim=1)  # [B, *Y]
+            const = 0.0
+        direction = (ybar - y_true.to(theta.dtype)).mul_(sign)  # [B, *E]: gradient w.r.t. theta
+        loss = inner(theta, direction, ndim) + const  # [B]
         return _reduce(loss, self.reduction)
 
 
@@ -115,20 +129,44 @@ class SPOPlus(nn.Module):
     def forward(self, pred: torch.Tensor, true: torch.Tensor, y_true: torch.Tensor | None = None) -> torch.Tensor:
         validate_input(self.solver, pred, "pred")
         _check_like(true, pred, "true", "pred")
-        ndim = pred.ndim - 1
+        true = true.to(pred.dtype)
+        # min-convention costs c_hat = sign * pred, c = sign * true; the maximiser of
+        # d = c - 2 c_hat solves argmin <2 c_hat - c, y>, and with y* = y*(c):
+        #   l = <c - 2 c_hat, y~> + 2 <c_hat, y*> - <c, y*> = <d, y~ - y*>
         sign = 1.0 if self.solver.sense == "min" else -1.0
-        c_hat, c = sign * pred, sign * true.to(pred.dtype)  # min-convention costs
-        # maximiser of theta solves argmin <-theta, y>: argmin <2c_hat - c, y> <=> theta = c - 2c_hat
-        spo_theta = (c - 2 * c_hat).detach()  # [B, *E]
+        d_max = torch.add(true, pred.detach(), alpha=-2.0)  # [B, *E]: d for min sense, -d for max sense
+        if sign < 0:
+            d_max = d_max.neg_()
         if y_true is None:
-            ys = self.maximizer(torch.cat([spo_theta, -c]))  # [2B, *Y]
+            c_max = torch.neg(true) if self.solver.sense == "min" else true  # -c: y*(c) = argmax <-c, y>
+            ys = self.maximizer(torch.cat([d_max, c_max]))  # [2B, *Y], one executor call
             y_tilde, y_true = ys[: pred.shape[0]], ys[pred.shape[0]:]
         else:
             _check_like(y_true, pred, "y_true", "pred")
-            y_tilde = self.maximizer(spo_theta)
+            y_tilde = self.maximizer(d_max)  # [B, *Y]
             y_true = y_true.to(pred.dtype)
-        loss = inner(c - 2 * c_hat, y_tilde, ndim) + 2 * inner(c_hat, y_true, ndim) - inner(c, y_true, ndim)
+        loss = _SPOPlusFunction.apply(pred, d_max, y_tilde - y_true, -2.0 * sign)  # [B]
         return _reduce(loss, self.reduction)
+
+
+class _SPOPlusFunction(torch.autograd.Function):
+    """``l = <d, delta>`` per instance with ``delta = y~ - y*`` held fixed; ``dl/dpred = coef * delta``.
+
+    ``d = c - 2 c_hat`` moves by ``-2`` per unit of ``c_hat``: ``coef = -2`` for costs (min sense) and ``+2``
+    for scores (``c_hat = -pred``). The true costs get no gradient. One autograd node instead of four.
+    """
+
+    @staticmethod
+    def forward(ctx, pred, d, delta, coef):  # noqa: ARG004 -- pred is the autograd input
+        ctx.save_for_backward(delta)
+        ctx.coef = coef
+        return inner(d, delta, d.ndim - 1)  # [B]
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (delta,) = ctx.saved_tensors
+        g = (grad_loss * ctx.coef).reshape(-1, *([1] * (delta.ndim - 1)))  # [B] -> [B, 1, ...]
+        return g * delta, None, None, None
 
 
 class HammingLoss(nn.Module):

@@ -13,7 +13,8 @@ batch, synchronously or asynchronously (:meth:`DiscreteLayer.forward_async`):
 3. :meth:`Estimator.finish` ``(theta, ys, state) -> (y [B, S, *Y], ctx)``.
 
 :meth:`Estimator.backward` ``(maximize, theta, ctx, grad_y [B, S, *Y]) -> grad_theta [B, *E]`` may call
-``maximize`` again -- once, on one ``[N, *E]`` batch.
+``maximize`` again -- once, on one ``[N, *E]`` batch. Mutable training state (AIMLE's ``lam``) goes through
+:meth:`Estimator.state_dict` / :meth:`Estimator.load_state_dict`, which the layer's ``state_dict`` includes.
 
 Gradient convention: ``grad_y[:, s]`` is the loss gradient *seen by sample s* and the result is the
 **mean** over samples of the per-sample estimates. When the layer returns the sample mean (default),
@@ -62,6 +63,15 @@ class Estimator(abc.ABC):
         thetas, state = self.plan(theta, generator)
         return self.finish(theta, maximize(thetas), state)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Mutable training state (e.g. AIMLE's adapted ``lam``); saved with the layer's ``state_dict``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no training state; got keys {sorted(state)}")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -72,10 +82,9 @@ def check_samples(samples: int) -> int:
     return check_int_in_range(samples, "samples", 1, 2**31)
 
 
-def perturb(theta: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """``theta [B, *E] + eps [B, S, *E]`` flattened to one batch ``[B*S, *E]``."""
-    out = theta.unsqueeze(1) + eps  # [B, S, *E]
-    return out.reshape(-1, *theta.shape[1:])  # [B, S, *E] -> [B*S, *E]
+def mean_samples(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the sample dim: ``[B, S, *Y] -> [B, *Y]`` (a view when ``S == 1``)."""
+    return x[:, 0] if x.shape[1] == 1 else x.mean(dim=1)
 
 
 def unflatten(ys: torch.Tensor, batch: int, samples: int) -> torch.Tensor:
@@ -93,6 +102,21 @@ def sample_noise(noise, theta: torch.Tensor, samples: int, generator: torch.Gene
     """``[B, S, *E]`` noise on ``theta``'s device and dtype."""
     shape = (theta.shape[0], samples, *theta.shape[1:])
     return noise.sample(shape, generator=generator, device=theta.device, dtype=theta.dtype)
+
+
+def check_noise(noise, samples: int, needs_score: bool = False) -> None:
+    """Constructor-time checks: antithetic pairs need an even ``samples``; score-based estimators need a
+    noise with a tractable score (``ValueError`` otherwise, instead of a failure in the first backward)."""
+    from ..noise import Antithetic
+
+    if isinstance(noise, Antithetic) and samples % 2:
+        raise ValueError(f"samples must be even for antithetic noise (pairs eps, -eps); got {samples}")
+    if needs_score:
+        try:
+            noise.score(torch.zeros(1))
+        except NotImplementedError:
+            raise ValueError(f"noise must have a tractable score for this estimator (Normal, Gumbel, Logistic); "
+                             f"got {noise!r}") from None
 
 
 def resolve_noise(noise):

@@ -23,14 +23,17 @@ import torch
 
 
 class Guard(abc.ABC):
-    """``guard(w, solver) -> w'`` applied to the natural argument before a solver call."""
+    """``guard(w, solver, inplace=False) -> w'`` applied to the natural argument before a solver call.
+
+    ``inplace=True`` allows the guard to modify ``w`` (the layer passes it for tensors it just allocated).
+    """
 
     def check(self, solver) -> None:
         """Raise ``ValueError`` if this policy is invalid for ``solver`` (called once by the layer)."""
         return None
 
     @abc.abstractmethod
-    def __call__(self, w: torch.Tensor, solver) -> torch.Tensor:
+    def __call__(self, w: torch.Tensor, solver, inplace: bool = False) -> torch.Tensor:
         ...
 
     def __repr__(self) -> str:
@@ -40,10 +43,11 @@ class Guard(abc.ABC):
 class Clamp(Guard):
     """``w = max(w, solver.min_cost)`` element-wise (no-op without ``min_cost``)."""
 
-    def __call__(self, w, solver):
+    def __call__(self, w, solver, inplace=False):
         if solver.min_cost is None:
             return w
-        return torch.clamp(w, min=float(solver.min_cost))
+        bound = float(solver.min_cost)
+        return w.clamp_(min=bound) if inplace else torch.clamp(w, min=bound)
 
 
 class Shift(Guard):
@@ -54,16 +58,16 @@ class Shift(Guard):
             raise ValueError(f"guard Shift() changes the optimum of {type(solver).__name__} (its feasible "
                              "solutions do not all have the same sum); use Clamp() or positive noise")
 
-    def __call__(self, w, solver):
+    def __call__(self, w, solver, inplace=False):
         if solver.min_cost is None:
             return w
         low = w.flatten(1).min(dim=1).values  # [B]
-        shift = torch.clamp(float(solver.min_cost) - low, min=0.0)  # [B]
-        return w + shift.reshape(-1, *([1] * (w.ndim - 1)))  # [B] -> [B, 1, ...]
+        shift = torch.clamp(float(solver.min_cost) - low, min=0.0).reshape(-1, *([1] * (w.ndim - 1)))  # [B, 1, ...]
+        return w.add_(shift) if inplace else w + shift
 
 
 class Raise(Guard):
     """Pass ``w`` unchanged; the solver raises ``ValueError`` on a violated bound."""
 
-    def __call__(self, w, solver):
+    def __call__(self, w, solver, inplace=False):
         return w

@@ -1,18 +1,27 @@
-"""Implicit Maximum Likelihood Estimation (Niepert, Minervini & Franceschi, NeurIPS 2021).
+"""Implicit Maximum Likelihood Estimation (Niepert, Minervini & Franceschi, NeurIPS 2021, "Implicit MLE:
+Backpropagating Through Discrete Exponential Family Distributions").
 
 Forward (perturb-and-MAP), for ``s = 1..S``::
 
     eps_s ~ noise,   y_s = y*(theta + eps_s)              y*(t) = argmax_y <t, y>
 
-Backward, with the per-sample loss gradient ``g_s = dL/dy_s`` and a target distribution
+Backward, with the per-sample loss gradient ``g_s = dL/dy_s`` and the target distribution
 ``theta'_s = alpha * theta - beta * lam * g_s`` (default ``alpha = beta = 1``: ``theta - lam * g_s``)::
 
     dL/dtheta = mean_s ( y*(theta + eps_s) - y*(theta'_s + eps_s) ) / lam
 
-The same noise sample is reused for the target. The division by ``lam`` makes the estimate a finite
-difference whose scale does not depend on ``lam`` (torch-imle omits it; ``divide_by_lam=False`` restores
-that behaviour, where ``lam`` then also scales the gradient). ``noise=None`` gives the deterministic
-variant (``eps = 0``). Solver calls: ``B*S`` in forward, ``B*S`` in backward, one batch each.
+The same noise sample ``eps_s`` perturbs the target, so with ``alpha = 1`` the difference is a finite
+difference of the perturbed MAP along ``-g_s``; since ``<theta + eps, y_s> >= <theta + eps, y'_s>`` and
+``<theta' + eps, y'_s> >= <theta' + eps, y_s>``, every per-sample estimate satisfies
+``<g_s, y_s - y'_s> >= 0`` (it never points uphill for a linear loss).
+
+The division by ``lam`` makes the estimate a finite difference whose scale does not depend on ``lam``.
+torch-imle omits it (its gradient grows with ``lam``); ``divide_by_lam=False`` gives that behaviour.
+``noise=None`` is the deterministic variant (``eps = 0``; with ``alpha = 1`` it equals
+:class:`~discreteopt.estimators.interpolation.Interpolation`). Noise is drawn on ``theta``'s device with the
+layer's generator. Output keeps the batch shape ``[B, *Y]`` (never flattened to ``[B*S, ...]``).
+
+Solver calls: ``B*S`` in forward and ``B*S`` in backward, one executor batch each.
 """
 
 from __future__ import annotations
@@ -23,21 +32,32 @@ import torch
 
 from .._validation import check_positive
 from ..noise.base import Noise
-from .base import Estimator, check_samples, perturb, resolve_noise, sample_noise, unflatten
+from .base import Estimator, check_noise, check_samples, mean_samples, resolve_noise, sample_noise, unflatten
 
 
 class TargetDistribution:
     """I-MLE target ``theta' = alpha * theta - beta * lam * dL/dy`` (torch-imle's ``beta`` is ``beta * lam``)."""
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0):
-        if not isinstance(alpha, (int, float)) or not torch.isfinite(torch.tensor(float(alpha))):
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not abs(float(alpha)) < float("inf"):
             raise ValueError(f"alpha must be a finite number; got {alpha!r}")
         self.alpha = float(alpha)
         self.beta = check_positive(beta, "beta")
 
-    def __call__(self, theta: torch.Tensor, grad: torch.Tensor, lam: float) -> torch.Tensor:
-        """``theta [B, 1, *E]`` (broadcast), ``grad [B, S, *E]`` -> ``[B, S, *E]``."""
-        return self.alpha * theta - (self.beta * lam) * grad
+    def __call__(self, theta: torch.Tensor, grad: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+        """``theta [B, 1, *E]`` (broadcast), ``grad [B, S, *E]``, ``lam`` a number or ``[B, S, 1, ...]``
+        -> ``alpha * theta - beta * lam * grad`` ``[B, S, *E]``."""
+        return self.perturbed(theta, theta, grad, lam)
+
+    def perturbed(self, theta_eps: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor,
+                  lam: float | torch.Tensor) -> torch.Tensor:
+        """The perturbed target ``alpha * theta - beta * lam * grad + eps`` from ``theta_eps = theta + eps``
+        ``[B, S, *E]`` (the forward's perturbed input) and ``theta [B, 1, *E]``: ``[B, S, *E]``, a fresh tensor."""
+        if isinstance(lam, torch.Tensor):
+            out = (grad * (-self.beta * lam)).add_(theta_eps)  # [B, S, *E]
+        else:
+            out = torch.add(theta_eps, grad, alpha=-self.beta * lam)  # [B, S, *E], one fused op
+        return out if self.alpha == 1.0 else out.add_(theta, alpha=self.alpha - 1.0)
 
     def __repr__(self) -> str:
         return f"TargetDistribution(alpha={self.alpha}, beta={self.beta})"
@@ -45,7 +65,7 @@ class TargetDistribution:
 
 class _Ctx(NamedTuple):
     theta: torch.Tensor  # [B, *E]
-    eps: torch.Tensor | None  # [B, S, *E]
+    perturbed: torch.Tensor  # theta + eps_s, [B, S, *E] (an expanded view of theta for noise=None)
     y: torch.Tensor  # [B, S, *Y]
 
 
@@ -57,36 +77,45 @@ class IMLE(Estimator):
         self.lam = check_positive(lam, "lam")
         self.samples = check_samples(samples)
         self.noise = resolve_noise(noise)
+        if self.noise is not None:
+            check_noise(self.noise, self.samples)
         self.target = target if target is not None else TargetDistribution()
         if not isinstance(self.target, TargetDistribution):
             raise ValueError(f"target must be a TargetDistribution; got {type(target).__name__}")
         self.divide_by_lam = bool(divide_by_lam)
 
-    # forward
+    # ------------------------------------------------------------------ forward
     def plan(self, theta, generator):
+        b, e = theta.shape[0], theta.shape[1:]
         if self.noise is None:
-            eps = torch.zeros((theta.shape[0], self.samples, *theta.shape[1:]), device=theta.device,
-                              dtype=theta.dtype)  # [B, S, *E]
+            perturbed = theta.unsqueeze(1).expand(b, self.samples, *e)  # [B, S, *E]
         else:
-            eps = sample_noise(self.noise, theta, self.samples, generator)  # [B, S, *E]
-        return perturb(theta, eps), eps  # [B*S, *E]
+            # theta + eps in the noise buffer: only theta + eps is needed later (the target reuses eps)
+            perturbed = sample_noise(self.noise, theta, self.samples, generator).add_(theta.unsqueeze(1))  # [B, S, *E]
+        return perturbed.reshape(-1, *e), perturbed  # [B*S, *E]
 
-    def finish(self, theta, ys, eps):
+    def finish(self, theta, ys, perturbed):
         y = unflatten(ys, theta.shape[0], self.samples)  # [B*S, *Y] -> [B, S, *Y]
-        return y, _Ctx(theta, eps, y)
+        return y, _Ctx(theta, perturbed, y)
 
-    # backward
-    def _fd_step(self) -> float:
+    # ------------------------------------------------------------------ backward
+    def step_size(self, theta: torch.Tensor, grad_y: torch.Tensor) -> float | torch.Tensor:
+        """Finite-difference step: ``lam`` (subclasses may return a per-sample ``[B, S, 1, ...]`` tensor)."""
         return self.lam
 
+    def targets(self, ctx: _Ctx, grad_y: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+        """Perturbed targets ``alpha * theta - beta * step * g_s + eps_s``: ``[B, S, *E]``."""
+        return self.target.perturbed(ctx.perturbed, ctx.theta.unsqueeze(1), grad_y, step)
+
     def backward(self, maximize, theta, ctx, grad_y):
-        lam = self._fd_step()
-        target = self.target(ctx.theta.unsqueeze(1), grad_y, lam) + ctx.eps  # [B, S, *E]
+        step = self.step_size(ctx.theta, grad_y)
+        target = self.targets(ctx, grad_y, step)  # [B, S, *E]
         y_target = unflatten(maximize(target.reshape(-1, *theta.shape[1:])), *grad_y.shape[:2])  # [B, S, *Y]
         diff = ctx.y - y_target  # [B, S, *Y]
         self._observe(diff)
-        grad = diff.mean(dim=1)  # [B, *E]
-        return grad / lam if self.divide_by_lam else grad
+        if self.divide_by_lam:
+            diff = diff.div_(step)
+        return mean_samples(diff)  # [B, *E]
 
     def _observe(self, diff: torch.Tensor) -> None:
-        """Hook for adaptive subclasses (AIMLE)."""
+        """Hook for adaptive subclasses (AIMLE): sees the per-sample differences ``[B, S, *Y]``."""

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 
 from .._validation import check_positive
-from .base import Estimator, check_samples, inner, resolve_noise, sample_noise, unflatten
+from .base import Estimator, check_noise, check_samples, inner, resolve_noise, sample_noise, unflatten
 from .baselines import Baseline
 
 
@@ -48,6 +48,7 @@ class PerturbedOptimizer(Estimator):
         self.noise = resolve_noise(noise)
         if self.noise is None:
             raise ValueError("noise must be a Noise with a score (e.g. Normal()); got None")
+        check_noise(self.noise, self.samples, needs_score=True)
         if baseline is not None and not isinstance(baseline, Baseline):
             raise ValueError(f"baseline must be a Baseline or None; got {type(baseline).__name__}")
         if baseline is not None and self.samples < baseline.min_samples:
@@ -56,11 +57,17 @@ class PerturbedOptimizer(Estimator):
         self.multiplicative = bool(multiplicative)
 
     # ------------------------------------------------------------------ perturbation
+    def factor(self, z: torch.Tensor) -> torch.Tensor | None:
+        """Multiplicative factor ``exp(sigma Z - sigma^2 / 2)`` ``[B, S, *E]`` (``None`` when additive)."""
+        if not self.multiplicative:
+            return None
+        return (z * self.sigma).sub_(self.sigma**2 / 2).exp_()
+
     def perturbation(self, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``theta [B, *E]``, ``z [B, S, *E]`` -> perturbed ``[B, S, *E]`` (differentiable in ``theta``)."""
         if self.multiplicative:
-            return theta.unsqueeze(1) * torch.exp(self.sigma * z - self.sigma**2 / 2)
-        return theta.unsqueeze(1) + self.sigma * z
+            return theta.unsqueeze(1) * self.factor(z)
+        return torch.add(theta.unsqueeze(1), z, alpha=self.sigma)  # [B, S, *E]
 
     def sample(self, theta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Noise ``Z [B, S, *E]`` on ``theta``'s device and dtype."""
@@ -84,10 +91,14 @@ class PerturbedOptimizer(Estimator):
         return y, _Ctx(theta, z, y, y_map)
 
     # ------------------------------------------------------------------ backward
-    def score_weights(self, z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """``grad nu(Z) / sigma`` (``/ theta`` when multiplicative): ``[B, S, *E]``."""
-        w = -self.noise.score(z) / self.sigma
-        return w / theta.unsqueeze(1) if self.multiplicative else w
+    def score_average(self, values: torch.Tensor, z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """``mean_s values_s * grad nu(Z_s) / sigma`` (``/ theta`` when multiplicative): ``[B, *E]``.
+
+        ``values [B, S]``, ``z [B, S, *E]``, ``theta [B, *E]``; ``grad nu = -score`` of the noise.
+        """
+        avg = self.noise.weighted_score(values, z)  # [B, *E]
+        avg = avg.mul_(-1.0 / (self.sigma * values.shape[1]))
+        return avg.div_(theta) if self.multiplicative else avg
 
     def backward(self, maximize, theta, ctx, grad_y):
         ndim = theta.ndim - 1
@@ -95,6 +106,4 @@ class PerturbedOptimizer(Estimator):
         if self.baseline is not None:
             map_values = inner(grad_y, ctx.y_map.unsqueeze(1), ndim) if ctx.y_map is not None else None  # [B, S]
             values = values - self.baseline(values, map_values)
-        w = self.score_weights(ctx.z, ctx.theta)  # [B, S, *E]
-        coef = values.reshape(*values.shape, *([1] * ndim))  # [B, S] -> [B, S, 1, ...]
-        return (coef * w).mean(dim=1)  # [B, *E]
+        return self.score_average(values, ctx.z, ctx.theta)  # [B, *E]

@@ -53,9 +53,7 @@ class ScoreFunction(PerturbedOptimizer):
         centred = losses
         if self.baseline is not None:
             centred = losses - self.baseline(losses, None if map_losses is None else map_losses.detach())
-        ndim = theta.ndim - 1
-        w = self.score_weights(z, theta.detach())  # [B, S, *E]
-        coef = (centred.reshape(b, s, *([1] * ndim)) * w).mean(dim=1)  # [B, *E]
+        coef = self.score_average(centred, z, theta.detach())  # [B, *E]
         linear = (coef * theta).flatten(1).sum(1)  # [B], gradient coef
         per_instance = losses.mean(1) + linear - linear.detach()  # value: mean loss
         if reduction == "none":

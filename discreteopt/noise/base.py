@@ -63,6 +63,17 @@ class Noise(abc.ABC):
         """Element-wise ``d/d eps log p(eps)``."""
         raise NotImplementedError(f"{type(self).__name__} has no tractable score")
 
+    def weighted_score(self, weights: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``sum_s weights[b, s] * score(eps[b, s])``: ``weights [B, S]``, ``eps [B, S, *E]`` -> ``[B, *E]``.
+
+        One batched matrix product over the samples; noises with a linear score (Normal) skip the
+        ``[B, S, *E]`` score tensor altogether.
+        """
+        b, s = weights.shape
+        score = self.score(eps).reshape(b, s, -1)  # [B, S, *E] -> [B, S, prod(E)]
+        out = torch.bmm(weights.to(score.dtype).unsqueeze(1), score)  # [B, 1, prod(E)]
+        return out.reshape(b, *eps.shape[2:])  # [B, *E]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(scale={self.scale})"
 
@@ -106,6 +117,9 @@ class Antithetic(Noise):
 
     def score(self, eps):
         return self.base.score(eps)
+
+    def weighted_score(self, weights, eps):
+        return self.base.weighted_score(weights, eps)
 
     def __repr__(self) -> str:
         return f"Antithetic({self.base!r})"

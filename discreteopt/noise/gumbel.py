@@ -18,7 +18,8 @@ class Gumbel(Noise):
 
     def _sample(self, shape, generator, device, dtype):
         u = uniform_open(shape, generator, device, dtype)
-        return -self.scale * torch.log(-torch.log(u))
+        g = u.log_().neg_().log_().neg_()  # -log(-log u), in place
+        return g if self.scale == 1.0 else g.mul_(self.scale)
 
     def log_prob(self, eps):
         z = eps / self.scale

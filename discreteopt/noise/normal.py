@@ -19,10 +19,17 @@ class Normal(Noise):
     symmetric = True
 
     def _sample(self, shape, generator, device, dtype):
-        return self.scale * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return z if self.scale == 1.0 else z.mul_(self.scale)
 
     def log_prob(self, eps):
         return -0.5 * (eps / self.scale) ** 2 - math.log(self.scale) - 0.5 * math.log(2 * math.pi)
 
     def score(self, eps):
-        return -eps / self.scale**2
+        return eps * (-1.0 / self.scale**2)
+
+    def weighted_score(self, weights, eps):
+        # linear score: sum_s w_s * (-eps_s / scale^2) without materialising the score
+        b, s = weights.shape
+        out = torch.bmm(weights.to(eps.dtype).unsqueeze(1), eps.reshape(b, s, -1))  # [B, 1, prod(E)]
+        return out.mul_(-1.0 / self.scale**2).reshape(b, *eps.shape[2:])  # [B, *E]

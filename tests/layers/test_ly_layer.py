@@ -194,16 +194,125 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         do.DiscreteLayer(TopK(1), PerturbedOptimizer(multiplicative=True))(torch.tensor([[0.0, 1.0]]))
     with pytest.raises(ValueError, match="target"):
         AIMLE(target=0.0)
+    with pytest.raises(ValueError, match="tractable score"):
+        PerturbedOptimizer(noise=do.noise.SumOfGamma(2))
+    with pytest.raises(ValueError, match="samples must be even"):
+        PerturbedOptimizer(samples=3, noise=do.noise.Antithetic(do.noise.Normal()))
+    with pytest.raises(ValueError, match="momentum"):
+        AIMLE(momentum=0.0)
+    with pytest.raises(ValueError, match="initial_lam"):
+        AIMLE(initial_lam=1e4)
+    with pytest.raises(ValueError, match="AIMLE state"):
+        AIMLE().load_state_dict({"lam": 1.0})
+    with pytest.raises(ValueError, match="no training state"):
+        IMLE().load_state_dict({"lam": 1.0})
+    with pytest.raises(ValueError, match="alpha"):
+        do.estimators.TargetDistribution(alpha=float("nan"))
+    with pytest.raises(ValueError, match="surrogate"):
+        StraightThrough(surrogate="softmax")
+    with pytest.raises(ValueError, match="guard"):
+        do.DiscreteLayer(TopK(2), IMLE(), guard="clamp")
+    with pytest.raises(ValueError, match="executor"):
+        do.DiscreteLayer(TopK(2), IMLE(), executor="inline")
+    with pytest.raises(ValueError, match="k must be in"):
+        do.DiscreteLayer(TopK(9), IMLE())(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="non-empty batch"):
+        do.DiscreteLayer(TopK(1), IMLE())(torch.zeros(0, 3))
 
 
+def test_output_cannot_be_edited_in_place_behind_the_backward_pass():
+    theta = _theta().requires_grad_(True)
+    y = do.DiscreteLayer(TopK(2), IMLE(lam=1.0, samples=1), seed=0)(theta)
+    with pytest.raises(RuntimeError, match="inplace"):
+        y.mul_(2.0)  # a view of the solutions the backward pass uses: autograd refuses
+    layer = do.DiscreteLayer(TopK(2), IMLE(lam=1.0, samples=3), seed=0)
+    ys = layer(theta, return_samples=True)
+    g = torch.randn(ys.shape, generator=torch.Generator().manual_seed(1))
+    (ref,) = torch.autograd.grad((ys * g).sum(), theta)
+    ys2 = do.DiscreteLayer(TopK(2), IMLE(lam=1.0, samples=3), seed=0)(theta, return_samples=True)
+    ys2.add_(1.0)  # a copy: editing it (identity Jacobian) leaves the backward context intact
+    (grad,) = torch.autograd.grad((ys2 * g).sum(), theta)
+    torch.testing.assert_close(grad, ref)
+
+
+def test_guard_never_modifies_the_callers_tensor():
+    costs = torch.tensor([[[1.0, -2.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])
+    before = costs.clone()
+    do.DiscreteLayer(GridShortestPath(), IMLE(lam=1.0), seed=0)(costs.requires_grad_(True)).sum().backward()
+    torch.testing.assert_close(costs.detach(), before)
+    theta = _theta()
+    before = theta.clone()
+    do.DiscreteLayer(TopK(2), StraightThrough(), guard=Shift())(theta)
+    torch.testing.assert_close(theta, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes_inference_mode_and_functional_seed(dtype):
+    theta = _theta(dtype=torch.float64).to(dtype).requires_grad_(True)
+    y = do.DiscreteLayer(TopK(2), IMLE(samples=2), seed=0)(theta)
+    assert y.dtype == dtype
+    y.sum().backward()
+    assert theta.grad.dtype == dtype
+    with torch.inference_mode():
+        assert do.DiscreteLayer(TopK(2), PerturbedOptimizer(samples=2), seed=0)(theta).shape == theta.shape
+    a = do.discrete_layer(theta, TopK(2), IMLE(samples=3), seed=7, return_samples=True)
+    b = do.discrete_layer(theta, TopK(2), IMLE(samples=3), seed=7, return_samples=True)
+    torch.testing.assert_close(a, b)
+
+
+def test_threads_executor_gives_the_same_values_and_gradients_as_inline():
+    costs = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    g = torch.randn(6, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    with do.executors.Threads(2) as pool:
+        for executor in (None, pool):
+            x = costs.clone().requires_grad_(True)
+            layer = do.DiscreteLayer(GridShortestPath(), IMLE(lam=2.0, samples=3), executor, seed=3)
+            y = layer(x)
+            (grad,) = torch.autograd.grad((y * g).sum(), x)
+            results.append((y, grad))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_score_function_loss_input_errors():
+    theta = _theta()
+    layer = do.DiscreteLayer(TopK(2), ScoreFunction(samples=3), seed=0)
+    with pytest.raises(ValueError, match="ScoreFunction"):
+        do.score_function_loss(do.DiscreteLayer(TopK(2), IMLE()), theta, lambda y: y.sum(-1))
+    with pytest.raises(ValueError, match=r"shape \[B, S\]"):
+        do.score_function_loss(layer, theta, lambda y: y.sum((-1, -2)))
+    with pytest.raises(ValueError, match=r"loss_fn\(y\) must be finite"):
+        do.score_function_loss(layer, theta, lambda y: y.sum(-1) / 0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        do.score_function_loss(layer, theta, lambda y: y.sum(-1), reduction="avg")
+    value = do.score_function_loss(layer, theta.requires_grad_(True), lambda y: y[..., 0])
+    assert value.requires_grad and value.shape == ()
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_input_gives_cuda_output_and_gradient():
     theta = torch.randn(4, 6, device="cuda", requires_grad=True)
-    for est in (IMLE(samples=2), PerturbedOptimizer(samples=3), AIMLE(two_sided=True)):
+    for est in (IMLE(samples=2), PerturbedOptimizer(samples=3), AIMLE(two_sided=True), Interpolation(),
+                StraightThrough(), ScoreFunction(samples=2)):
         y = do.DiscreteLayer(TopK(2), est, seed=0)(theta)
         assert y.device.type == "cuda"
         y.sum().backward()
         assert theta.grad.device.type == "cuda"
+    # seeded runs are reproducible on the device; shortest paths on the GPU (torch back-end) and via the host
+    a = do.DiscreteLayer(TopK(2), IMLE(samples=4), seed=3)(theta, return_samples=True)
+    b = do.DiscreteLayer(TopK(2), IMLE(samples=4), seed=3)(theta, return_samples=True)
+    torch.testing.assert_close(a, b)
+    costs = torch.rand(3, 5, 5, device="cuda", dtype=torch.float64).add(0.5).requires_grad_(True)
+    for solver in (GridShortestPath(), GridShortestPath(backend="numba")):
+        layer = do.DiscreteLayer(solver, IMLE(lam=2.0, samples=2), seed=0)
+        y = layer(costs)
+        assert y.device.type == "cuda" and y.dtype == torch.float64
+        (grad,) = torch.autograd.grad(y.sum(), costs)
+        assert grad.device.type == "cuda"
+    fy = do.losses.FenchelYoungLoss(GridShortestPath(), samples=3, seed=0)
+    fy(costs, GridShortestPath().solve(costs.detach())).backward()
+    assert costs.grad.device.type == "cuda"
     layer = do.DiscreteLayer(Argmax(), IMLE(), generator=torch.Generator())
     with pytest.raises(ValueError, match="generator"):
         layer(theta)

@@ -85,6 +85,7 @@ def test_bad_arguments_raise_value_error():
         Normal().sample((2,), dtype=torch.int64)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_noise_is_drawn_on_the_requested_device():
     g = torch.Generator(device="cuda").manual_seed(0)

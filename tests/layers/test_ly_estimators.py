@@ -1,0 +1,290 @@
+"""Estimators against exact values: closed forms by enumeration, finite differences, hand-checked cases.
+
+Statistical checks replicate one instance ``R`` times in the batch: every row gets independent noise, so the
+rows are i.i.d. estimates and the tolerance is a multiple of their standard error (fixed seeds: deterministic).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import discreteopt as do
+from discreteopt.estimators import (
+    AIMLE,
+    IMLE,
+    Interpolation,
+    MAPBaseline,
+    PerturbedOptimizer,
+    ScoreFunction,
+    StraightThrough,
+    TargetDistribution,
+)
+from discreteopt.losses import FenchelYoungLoss
+from discreteopt.noise import Antithetic, Gumbel, Normal
+from discreteopt.solvers import Argmax, GridShortestPath, TopK
+
+Z = 4.5  # tolerance in standard errors (two-sided p ~ 7e-6 per entry)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def rows(theta, r):
+    """``theta [n]`` -> ``[r, n]`` replicated rows (float64)."""
+    return theta.to(torch.float64).unsqueeze(0).repeat(r, *([1] * theta.ndim))
+
+
+def assert_mean_close(samples, exact, z=Z, atol=1e-12):
+    """Row mean of i.i.d. ``samples [R, ...]`` within ``z`` standard errors of ``exact``."""
+    mean = samples.mean(0)
+    se = samples.std(0) / math.sqrt(samples.shape[0])
+    err = (mean - exact).abs()
+    assert bool((err <= z * se + atol).all()), f"mean {mean}\nexact {exact}\nerr/se {err / (se + 1e-300)}"
+
+
+def layer_grad(layer, theta, g):
+    """(y, dL/dtheta) for the linear loss ``L = sum(y * g)``."""
+    x = theta.clone().requires_grad_(True)
+    y = layer(x)
+    (grad,) = torch.autograd.grad((y * g).sum(), x)
+    return y.detach(), grad
+
+
+# --------------------------------------------------------------------------- exact marginals by enumeration
+def topk_marginals(theta, k):
+    """Inclusion probabilities of ``top-k(theta + Gumbel)``: Plackett-Luce sampling without replacement,
+    enumerated over ordered k-prefixes (differentiable in ``theta``)."""
+    n = theta.shape[-1]
+    w = torch.exp(theta - theta.max())
+    marg = torch.zeros_like(theta)
+    for prefix in itertools.permutations(range(n), k):
+        p, left = 1.0, w.sum()
+        for i in prefix:
+            p = p * w[i] / left
+            left = left - w[i]
+        marg = marg + p * torch.zeros_like(theta).index_fill(0, torch.tensor(prefix), 1.0)
+    return marg
+
+
+def jvp_exact(fn, theta, g):
+    """``J^T g`` of ``fn`` at ``theta`` (J is symmetric for the gradient maps used here)."""
+    t = theta.clone().requires_grad_(True)
+    (out,) = torch.autograd.grad((fn(t) * g).sum(), t)
+    return out
+
+
+THETA4 = torch.tensor([0.3, -0.4, 1.1, 0.2], dtype=torch.float64)
+G4 = torch.tensor([0.7, -1.2, 0.4, 0.9], dtype=torch.float64)
+
+EXACT_CASES = [  # (solver, exact marginal map of Gumbel perturb-and-MAP)
+    (Argmax(), lambda t: torch.softmax(t, -1)),
+    (TopK(2), lambda t: topk_marginals(t, 2)),
+]
+
+
+@pytest.mark.parametrize("solver, marginals", EXACT_CASES, ids=["argmax", "topk"])
+def test_perturbed_optimizer_with_gumbel_noise_matches_the_exact_marginals_and_jacobian(solver, marginals):
+    r = 3000
+    layer = do.DiscreteLayer(solver, PerturbedOptimizer(sigma=1.0, samples=4, noise=Gumbel()), seed=1)
+    y, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
+    assert_mean_close(y, marginals(THETA4))  # E[y*(theta + Z)] = softmax / Plackett-Luce marginals
+    assert_mean_close(grad, jvp_exact(marginals, THETA4, G4))  # J^T g of the smoothed map
+
+
+@pytest.mark.parametrize("solver, marginals", EXACT_CASES, ids=["argmax", "topk"])
+def test_score_function_with_leave_one_out_is_unbiased_for_the_jacobian(solver, marginals):
+    r = 3000
+    layer = do.DiscreteLayer(solver, ScoreFunction(sigma=1.0, samples=4, noise=Gumbel()), seed=2)
+    _, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
+    assert_mean_close(grad, jvp_exact(marginals, THETA4, G4))
+
+
+@pytest.mark.parametrize("solver, marginals", EXACT_CASES, ids=["argmax", "topk"])
+def test_imle_expectation_is_the_finite_difference_of_exact_marginals(solver, marginals):
+    # same noise in both terms: E[y*(theta + eps) - y*(theta - lam g + eps)] / lam = (m(theta) - m(theta - lam g)) / lam
+    r, lam = 3000, 0.8
+    layer = do.DiscreteLayer(solver, IMLE(lam=lam, samples=2, noise=Gumbel()), seed=3)
+    y, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
+    assert_mean_close(y, marginals(THETA4))
+    assert_mean_close(grad, (marginals(THETA4) - marginals(THETA4 - lam * G4)) / lam)
+
+
+def test_score_function_loss_is_unbiased_for_a_black_box_loss():
+    # L(y) = (<v, y> - 0.5)^2 on Argmax + Gumbel: E[L] = sum_i softmax_i (v_i - 0.5)^2, exact gradient by autograd
+    v = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+
+    def loss_fn(y):  # [B, S, n] -> [B, S]
+        return ((y * v).sum(-1) - 0.5) ** 2
+
+    exact_value = (torch.softmax(THETA4, -1) * (v - 0.5) ** 2).sum()
+    exact_grad = jvp_exact(lambda t: torch.softmax(t, -1), THETA4, (v - 0.5) ** 2)
+    r = 3000
+    for baseline in (None, MAPBaseline()):
+        kw = {} if baseline is None else {"baseline": baseline}
+        layer = do.DiscreteLayer(Argmax(), ScoreFunction(sigma=1.0, samples=4, noise=Gumbel(), **kw), seed=4)
+        x = rows(THETA4, r).requires_grad_(True)
+        per_row = do.score_function_loss(layer, x, loss_fn, reduction="none")  # [R]
+        (grad,) = torch.autograd.grad(per_row.sum(), x)
+        assert_mean_close(per_row.detach().unsqueeze(1), exact_value.reshape(1))
+        assert_mean_close(grad, exact_grad)
+
+
+# --------------------------------------------------------------------------- finite differences (Normal noise)
+def _fd_case(solver, theta, sigma, multiplicative, r, h_value, h_jac, seed):
+    """Per-row estimates (i.i.d. over R rows) of, along a random direction d:
+    F'(theta; d) by central differences of the FY value with common random numbers, <grad F, d> with
+    grad F = E[y*] (additive) or E[exp(sigma Z - sigma^2/2) y*] (multiplicative) from autograd of the FY loss,
+    g^T J d by central differences of the smoothed map, and <J^T g, d> from the layer's backward."""
+    d = torch.randn(theta.shape, generator=_gen(seed), dtype=torch.float64)
+    g = torch.randn(theta.shape, generator=_gen(seed + 1), dtype=torch.float64)
+    th, dd, gg = rows(theta, r), rows(d, r), rows(g, r)
+    ndim = theta.ndim
+
+    def est():
+        return PerturbedOptimizer(sigma=sigma, samples=4, multiplicative=multiplicative)
+
+    def smoothed(t):  # y_sigma(t) with common random numbers (same seed -> same Z)
+        return do.DiscreteLayer(solver, est(), seed=seed + 2)(t)
+
+    def f_value(t):  # F(t) = E[max <t_Z, y>]: the FY loss with y_true = 0
+        return FenchelYoungLoss(do.DiscreteLayer(solver, est(), seed=seed + 2), reduction="none")(t, torch.zeros_like(t))
+
+    dims = tuple(range(1, ndim + 1))
+    fd_value = (f_value(th + h_value * dd) - f_value(th - h_value * dd)) / (2 * h_value)  # [R]
+    x = th.clone().requires_grad_(True)
+    (grad_f,) = torch.autograd.grad(f_value(x).sum(), x)
+    dot_f = (grad_f * dd).sum(dims)
+    y, grad = layer_grad(do.DiscreteLayer(solver, est(), seed=seed + 2), th, gg)
+    if not multiplicative:  # grad F = E[y*] (cost space: -E[y*]), the layer's forward with the same noise
+        torch.testing.assert_close(grad_f, (-1.0 if solver.sense == "min" else 1.0) * y)
+    fd_jac = ((smoothed(th + h_jac * dd) - smoothed(th - h_jac * dd)) * gg).sum(dims) / (2 * h_jac)  # [R]
+    dot_grad = (grad * dd).sum(dims)
+    return fd_value, dot_f, fd_jac, dot_grad
+
+
+@pytest.mark.parametrize("case", ["topk", "grid", "grid_multiplicative"])
+def test_finite_differences_along_random_directions_agree_with_the_perturbed_optimizer(case):
+    if case == "topk":
+        solver, theta, sigma = TopK(2), torch.randn(6, generator=_gen(7), dtype=torch.float64), 0.5
+    else:
+        solver = GridShortestPath()
+        theta = 1 + 2 * torch.rand(3, 3, generator=_gen(8), dtype=torch.float64)
+        sigma = 0.3 if case == "grid_multiplicative" else 0.5
+    r = 6000
+    fd_value, dot_f, fd_jac, dot_grad = _fd_case(solver, theta, sigma, case.endswith("multiplicative"), r,
+                                                 h_value=0.05, h_jac=0.25, seed=20)
+    # the smoothed objective's gradient (with common random numbers F is piecewise linear: FD = gradient
+    # except where a kink lies within h)
+    diff = fd_value - dot_f
+    assert abs(float(diff.mean())) <= Z * float(diff.std()) / math.sqrt(r) + 1e-3
+    # Jacobian: finite differences of y_sigma vs the score-function estimate of the backward pass
+    # (y_sigma is smooth: the O(h^2) bias of the central difference is covered by 5% of the value)
+    a, b = float(fd_jac.mean()), float(dot_grad.mean())
+    se = math.sqrt(float(fd_jac.var()) / r + float(dot_grad.var()) / r)
+    assert abs(a - b) <= Z * se + 0.05 * abs(b), (a, b, se)
+    assert Z * se < 0.6 * abs(b)  # the test resolves a factor-2 or sign error
+    assert abs(b) > 3 * float(dot_grad.std()) / math.sqrt(r)  # a non-trivial direction
+
+
+# --------------------------------------------------------------------------- hand-checked cases
+def test_interpolation_and_deterministic_imle_on_a_hand_checked_argmax():
+    theta = torch.tensor([[1.0, 2.0, 0.0]])
+    g = torch.tensor([[0.0, 1.0, 0.0]])
+    # theta' = theta - 2 g = [1, 0, 0]: y = e2, y' = e1, grad = (e2 - e1) / 2
+    expected = torch.tensor([[-0.5, 0.5, 0.0]])
+    for est in (Interpolation(lam=2.0), IMLE(lam=2.0, noise=None)):
+        y, grad = layer_grad(do.DiscreteLayer(Argmax(), est), theta, g)
+        torch.testing.assert_close(y, torch.tensor([[0.0, 1.0, 0.0]]))
+        torch.testing.assert_close(grad, expected)
+    _, grad = layer_grad(do.DiscreteLayer(Argmax(), IMLE(lam=2.0, noise=None, divide_by_lam=False)), theta, g)
+    torch.testing.assert_close(grad, 2.0 * expected)  # torch-imle's convention: no 1/lam
+    # target distribution: theta' = 0.5 theta - 2 * 1 * g = [0.5, -1, 0] -> y' = e1
+    est = IMLE(lam=1.0, noise=None, target=TargetDistribution(alpha=0.5, beta=2.0))
+    _, grad = layer_grad(do.DiscreteLayer(Argmax(), est), theta, g)
+    torch.testing.assert_close(grad, torch.tensor([[-1.0, 1.0, 0.0]]))
+
+
+def test_blackbox_backward_on_a_hand_checked_shortest_path():
+    # 8-neighbour 3x3 grid, top-left -> bottom-right. Path costs (both ends counted):
+    # top-right route (0,0)(0,1)(1,2)(2,2) = 4; left-bottom (0,0)(1,0)(2,1)(2,2) = 6; diagonal = 7.
+    w = torch.tensor([[[1.0, 1.0, 1.0], [2.0, 5.0, 1.0], [2.0, 2.0, 1.0]]])
+    top = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
+    left = torch.tensor([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]])
+    g = torch.zeros(1, 3, 3)
+    g[0, 0, 1] = 3.0  # the loss dislikes cell (0,1): w' = w + g makes the top route cost 7 > 6
+    y, grad = layer_grad(do.DiscreteLayer(GridShortestPath(), Interpolation(lam=1.0)), w, g)
+    torch.testing.assert_close(y, top)
+    torch.testing.assert_close(grad, -(top - left))  # dL/dw = -(y - y') / lam
+    _, grad_imle = layer_grad(do.DiscreteLayer(GridShortestPath(), IMLE(lam=1.0, noise=None)), w, g)
+    torch.testing.assert_close(grad_imle, grad)
+
+
+def test_aimle_relative_step_is_a_fraction_of_theta_norm():
+    # ||theta|| = 5, ||g|| = 10, lam = 0.5 -> step 0.25: theta' = theta - 0.25 g = [3, 1.5] -> y' = e1
+    theta, g = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 10.0]])
+    est = AIMLE(noise=None, initial_lam=0.5, relative=True)
+    _, grad = layer_grad(do.DiscreteLayer(Argmax(), est), theta, g)
+    torch.testing.assert_close(grad, torch.tensor([[-4.0, 4.0]]))  # (e2 - e1) / 0.25
+    est = AIMLE(noise=None, initial_lam=0.5, relative=True, two_sided=True)
+    _, grad = layer_grad(do.DiscreteLayer(Argmax(), est), theta, g)
+    # up: theta + 0.25 g = [3, 6.5] -> e2; down -> e1; (e2 - e1) / (2 * 0.25)
+    torch.testing.assert_close(grad, torch.tensor([[-2.0, 2.0]]))
+
+
+def test_straight_through_identity_and_softmax_surrogate():
+    theta = torch.randn(4, 5, generator=_gen(9), dtype=torch.float64)
+    g = torch.randn(4, 5, generator=_gen(10), dtype=torch.float64)
+    y, grad = layer_grad(do.DiscreteLayer(Argmax(), StraightThrough()), theta, g)
+    torch.testing.assert_close(y, Argmax().solve(theta))
+    torch.testing.assert_close(grad, g)
+    tau = 0.5
+    est = StraightThrough(surrogate=lambda t: torch.softmax(t / tau, -1))
+    _, grad = layer_grad(do.DiscreteLayer(Argmax(), est), theta, g)
+    torch.testing.assert_close(grad, jvp_exact(lambda t: torch.softmax(t / tau, -1), theta, g))
+    with pytest.raises(ValueError, match="surrogate must map theta"):
+        layer_grad(do.DiscreteLayer(Argmax(), StraightThrough(surrogate=lambda t: t.sum(-1))), theta, g)
+
+
+# --------------------------------------------------------------------------- AIMLE adaptation
+@pytest.mark.parametrize("initial_lam, direction", [(1e-3, "up"), (50.0, "down")])
+def test_aimle_adapts_lam_until_the_running_count_tracks_the_target(initial_lam, direction):
+    solver, n, target = TopK(3), 20, 2.0
+    theta = torch.randn(16, n, generator=_gen(11), dtype=torch.float64)
+    est = AIMLE(target=target, samples=2, initial_lam=initial_lam, eta=0.5, momentum=0.3)
+    layer = do.DiscreteLayer(solver, est, seed=12)
+    g = torch.randn(16, n, generator=_gen(13), dtype=torch.float64)
+    for _ in range(150):
+        layer_grad(layer, theta, g)
+    assert (est.lam > initial_lam) if direction == "up" else (est.lam < initial_lam)
+    assert target / 2 <= est.running_nonzero <= target * 2, (est.running_nonzero, est.lam)
+    # the adapted state is saved with the layer
+    fresh = do.DiscreteLayer(solver, AIMLE(target=target, samples=2), seed=12)
+    fresh.load_state_dict(layer.state_dict())
+    assert fresh.estimator.lam == est.lam and fresh.estimator.running_nonzero == est.running_nonzero
+
+
+# --------------------------------------------------------------------------- variance reduction
+def test_antithetic_noise_and_baselines_reduce_the_variance_of_the_perturbed_jacobian():
+    solver, r = TopK(2), 2000
+    theta = torch.tensor([0.5, 0.1, -0.3, 0.9, 0.0], dtype=torch.float64)
+    g = torch.tensor([1.0, 0.8, 1.2, 0.9, 1.1], dtype=torch.float64)  # large common part: a baseline helps
+    variances = {}
+    for name, est in [("plain", PerturbedOptimizer(samples=4)),
+                      ("antithetic", PerturbedOptimizer(samples=4, noise=Antithetic(Normal()))),
+                      ("map", PerturbedOptimizer(samples=4, baseline=MAPBaseline())),
+                      ("loo", ScoreFunction(samples=4))]:
+        _, grad = layer_grad(do.DiscreteLayer(solver, est, seed=14), rows(theta, r), rows(g, r))
+        variances[name] = float(grad.var(0).sum())
+        means = grad.mean(0)
+        if name == "plain":
+            reference = means
+        else:  # still unbiased: same mean as the plain estimator
+            se = (grad.var(0) / r + variances["plain"] / 5 / r).sqrt()
+            assert bool(((means - reference).abs() <= Z * se + 1e-12).all())
+    for name in ("antithetic", "map", "loo"):
+        assert variances[name] < 0.5 * variances["plain"], variances
