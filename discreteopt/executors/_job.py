@@ -117,14 +117,11 @@ class MapPlan:
         """Regroup the pieces into the caller's chunks."""
 
         def finish(pieces: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
-            out = []
-            for i, (start, stop) in enumerate(self.bounds):
-                if i in self.empty:
-                    out.append(self.empty[i])
-                    continue
-                inside = [y for s, y in pieces if start <= s < stop]
-                out.append(inside[0] if len(inside) == 1 else np.concatenate(inside, axis=0))
-            return out
+            # the executor may have re-split the rows (one task per worker, retries per instance): pieces are
+            # sorted and contiguous, so join them and cut the caller's chunks out of the whole
+            full = pieces[0][1] if len(pieces) == 1 else np.concatenate([y for _, y in pieces], axis=0)  # [B, *Y]
+            return [self.empty[i] if i in self.empty else full[start:stop]
+                    for i, (start, stop) in enumerate(self.bounds)]
 
         return finish
 

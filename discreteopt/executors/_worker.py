@@ -13,7 +13,9 @@ Protocol over one duplex pipe (parent <-> worker), every message a tuple:
 * parent -> worker: ``("stop",)``.
 
 A worker ignores SIGINT (Ctrl-C is the parent's to handle; it then closes the pool) and exits by itself when
-its parent process disappears, so no orphan survives a killed parent.
+its parent process disappears, so no orphan survives a killed parent. It never touches a GPU: it hides every
+CUDA device from itself before building any solver (:func:`isolate_worker`), so a solver or spec that would
+initialise CUDA fails with a clear error instead of taking GPU memory in every worker.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ import numpy as np
 
 #: built solvers kept per worker (the parent mirrors this LRU to know which specs a worker holds)
 CACHE_SIZE = 16
+
+
+def isolate_worker() -> None:
+    """Settings of every worker process (pool or Ray actor), applied before any solver is built.
+
+    * ``CUDA_VISIBLE_DEVICES=""``: torch initialises CUDA lazily and reads this variable then, so no CUDA
+      context (hundreds of MiB of GPU memory per process) can be created in a worker;
+    * one intra-op torch thread: a pool already runs one worker per core, more threads only oversubscribe.
+    """
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _watch_parent(parent_pid: int, poll: float = 0.25) -> None:
@@ -81,6 +96,7 @@ def _exception_blob(exc: BaseException) -> bytes:
 def worker_main(conn, parent_pid: int) -> None:
     """Serve tasks from ``conn`` until told to stop or the parent disappears."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    isolate_worker()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
     cache: OrderedDict[str, Any] = OrderedDict()
     conn.send(("ready", os.getpid()))

@@ -17,13 +17,38 @@ from __future__ import annotations
 import abc
 import hashlib
 import math
+import os
 import pickle
+import threading
+import weakref
 from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..solvers.base import Solver, SolverSpec
+
+#: "not given": ``timeout=`` arguments default to the executor's own timeout
+DEFAULT: Any = object()
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """``None`` or a number of seconds ``> 0`` (``ValueError`` naming ``timeout`` otherwise)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+            or timeout <= 0:
+        raise ValueError(f"timeout must be a finite number of seconds > 0 or None; got {timeout!r}")
+    return float(timeout)
+
+
+def check_workers(n: Any, what: str) -> int:
+    """Number of workers: ``None`` -> ``os.cpu_count()``, else an integer ``>= 1``."""
+    n = (os.cpu_count() or 1) if n is None else n
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (number of {what}) must be an integer >= 1; got {n!r}")
+    return int(n)
 
 
 def chunk_bounds(batch: int, parts: int) -> list[tuple[int, int]]:
@@ -48,6 +73,25 @@ def spec_key(spec: SolverSpec) -> tuple[str, bytes]:
     """
     blob = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
     return hashlib.blake2b(blob, digest_size=16).hexdigest(), blob
+
+
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KEYS_LOCK = threading.Lock()
+
+
+def solver_key(solver: Solver) -> tuple[str, bytes]:
+    """:func:`spec_key` of ``solver.spec()``, computed once per solver object (solvers are immutable after
+    construction); hot paths call this instead of pickling the spec on every call."""
+    try:
+        with _KEYS_LOCK:
+            cached = _KEYS.get(solver)
+    except TypeError:  # not weak-referenceable / unhashable solver class
+        return spec_key(solver.spec())
+    if cached is None:
+        cached = spec_key(solver.spec())
+        with _KEYS_LOCK:
+            _KEYS[solver] = cached
+    return cached
 
 
 def prepare_theta(solver: Solver, theta: torch.Tensor) -> np.ndarray:

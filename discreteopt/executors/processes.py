@@ -10,7 +10,9 @@
   :mod:`multiprocessing.shared_memory` segment that workers read in place; their outputs above the same size
   come back through segments too. Smaller calls are pickled through the pipes (cheaper below ~32 KiB).
 * **Start methods.** ``"spawn"`` (default) and ``"forkserver"``: safe with CUDA initialised in the parent.
-  ``"fork"`` is refused (forking a process that runs threads or CUDA is unsafe).
+  ``"fork"`` is refused (forking a process that runs threads or CUDA is unsafe). Workers never touch a GPU:
+  they hide CUDA devices from themselves and run torch with one intra-op thread (one worker per core).
+  Inputs on a GPU are copied to the host in the caller; results come back on the input's device.
 * **Faults.** A worker that dies (killed, segfault, ``os._exit``) is replaced and its chunk solved again, split
   into one task per instance (``retries`` times, default once); if it dies again the call fails with
   :class:`WorkerCrashed` naming the instance. ``timeout`` (per executor or per call) fails the call with
@@ -31,7 +33,6 @@ import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 import pickle
-import signal
 import threading
 import time
 import weakref
@@ -46,45 +47,24 @@ import torch
 from ..solvers.base import Solver, SolverSpec
 from ._job import BatchJob, MapPlan, completed, concat_finisher
 from ._worker import CACHE_SIZE, worker_main
-from .base import Executor, chunk_bounds, prepare_theta, spec_key, to_result
+from .base import (
+    DEFAULT,
+    Executor,
+    check_timeout,
+    check_workers,
+    chunk_bounds,
+    prepare_theta,
+    solver_key,
+    spec_key,
+    to_result,
+)
+from .errors import WorkerCrashed, describe_exit
 
-_DEFAULT: Any = object()
+__all__ = ["Processes", "WorkerCrashed"]
+
 _START_METHODS = ("spawn", "forkserver")
 #: consecutive worker deaths before their first message after which the pool is declared broken
 _MAX_STARTUP_FAILURES = 3
-
-
-class WorkerCrashed(RuntimeError):
-    """A worker process died while solving instances ``start..stop-1`` of the batch, also on the retry."""
-
-    def __init__(self, label: str, start: int, stop: int, pid: int, exitcode: int | None, attempts: int):
-        self.label, self.start, self.stop, self.pid, self.exitcode = label, start, stop, pid, exitcode
-        what = f"instance {start}" if stop - start == 1 else f"instances {start}..{stop - 1}"
-        super().__init__(
-            f"{label}: worker process {pid} died ({_describe_exit(exitcode)}) while solving {what} of the "
-            f"batch, {attempts} time(s) in a row; the crash is reproducible on that input. Solve it with "
-            "Inline() to see the error in this process.")
-
-    def __reduce__(self):
-        return (_rebuild_crash, (self.args[0], self.label, self.start, self.stop, self.pid, self.exitcode))
-
-
-def _rebuild_crash(msg, label, start, stop, pid, exitcode):
-    err = WorkerCrashed.__new__(WorkerCrashed)
-    RuntimeError.__init__(err, msg)
-    err.label, err.start, err.stop, err.pid, err.exitcode = label, start, stop, pid, exitcode
-    return err
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 class _RemoteTraceback(Exception):
@@ -138,6 +118,7 @@ class _Pool:
         self.shm_bytes = shm_bytes
         self.retries = retries
         self.lock = threading.Lock()
+        self.ready_cond = threading.Condition(self.lock)  # a worker reported "ready"
         self.incoming: collections.deque[_Job] = collections.deque()
         self.pending: collections.deque[_Task] = collections.deque()
         self.workers: list[_Worker] = []
@@ -148,8 +129,12 @@ class _Pool:
         self.ids = itertools.count()
         self.startup_failures = 0
         self.stats = collections.Counter()
+        # self-pipe that wakes the dispatcher out of `wait`; written and closed under `wake_lock` only, so a
+        # late wake-up never writes into a descriptor number the OS has reused
+        self.wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._wake_open = True
 
     # ----------------------------------------------------------------- caller side
     def start(self) -> None:
@@ -165,6 +150,16 @@ class _Pool:
             self.thread = threading.Thread(target=self._loop, daemon=True, name="discreteopt-dispatcher")
             self.thread.start()
 
+    def wait_ready(self, timeout: float) -> None:
+        """Block until every worker has started (imported its modules) or raise ``RuntimeError``."""
+        with self.lock:
+            ok = self.ready_cond.wait_for(
+                lambda: self.closing or self.broken or all(w.ready for w in self.workers), timeout)
+            if self.broken or self.closing:
+                raise RuntimeError(self.broken or "Processes executor is closed")
+        if not ok:
+            raise RuntimeError(f"Processes workers did not start within {timeout} s")
+
     def put(self, job: _Job) -> None:
         self.start()
         with self.lock:
@@ -179,31 +174,47 @@ class _Pool:
             return [w.proc.pid for w in self.workers]
 
     def shutdown(self) -> None:
+        """Stop the dispatcher and the workers; calls not finished fail with ``RuntimeError``. Idempotent."""
         with self.lock:
             if self.closing:
-                already = True
-            else:
-                already, self.closing = False, True
-        if already:
-            return
+                return
+            self.closing = True
+            self.ready_cond.notify_all()
         self._wake()
         t = self.thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=10)
         self._stop_workers()  # no-op if the dispatcher did it already
-        for j in list(self.incoming):
-            self._release(j)
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._fail_leftovers("Processes executor was closed before the call finished")
+        if t is None or not t.is_alive():
+            with self.wake_lock:
+                self._wake_open = False
+                for fd in (self._wake_r, self._wake_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+    def _fail_leftovers(self, reason: str) -> None:
+        """Fail every call not finished: admitted ones and those still queued in ``incoming`` (never a hang)."""
+        with self.lock:
+            queued = list(self.incoming)
+            self.incoming.clear()
+        for job in list(self.jobs) + queued:
+            job.batch.fail(RuntimeError(reason))
+            job.inflight = 0
+            self._release(job)
+        self.jobs.clear()
+        self.pending.clear()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):  # pipe full (already woken) or closed
-            pass
+        with self.wake_lock:
+            if not self._wake_open:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except (BlockingIOError, OSError):  # pipe full: the dispatcher is woken already
+                pass
 
     # ----------------------------------------------------------------- workers
     def _spawn(self) -> _Worker:
@@ -267,15 +278,12 @@ class _Pool:
                         self._drain_then_bury(w)
                 self._expire()
         except BaseException as exc:  # noqa: BLE001 -- never leave callers hanging on a dead dispatcher
-            self.broken = self.broken or f"Processes dispatcher failed: {type(exc).__name__}: {exc}"
+            with self.lock:
+                self.broken = self.broken or f"Processes dispatcher failed: {type(exc).__name__}: {exc}"
+                self.ready_cond.notify_all()
         finally:
-            reason = self.broken or "Processes executor was closed before the call finished"
-            for job in list(self.jobs):
-                job.batch.fail(RuntimeError(reason))
-                job.inflight = 0
-                self._release(job)
-            self.jobs.clear()
-            self.pending.clear()
+            # `broken` or `closing` is set before this point, so `put` accepts no job after the drain below
+            self._fail_leftovers(self.broken or "Processes executor was closed before the call finished")
             self._stop_workers()
 
     def _admit(self, job: _Job) -> None:
@@ -334,24 +342,27 @@ class _Pool:
         except (OSError, ValueError):  # worker died: its sentinel reports it on the next turn
             pass
 
-    def _receive(self, w: _Worker) -> None:
+    def _receive(self, w: _Worker) -> bool:
+        """Handle one message from ``w``; ``False`` when its pipe is closed (the worker died)."""
         try:
             msg = w.conn.recv()
         except (EOFError, OSError):
-            return  # died: its sentinel is handled next
+            return False  # died: its sentinel is handled next
         kind = msg[0]
         if kind == "ready":
             w.ready = True
             self.startup_failures = 0
-            return
+            with self.lock:
+                self.ready_cond.notify_all()
+            return True
         task_id, body = msg[1], msg[2:]
         task = w.task
         if task is None or task_id != w.task_id:
             _discard(body)
-            return
+            return True
         if kind == "need":  # the worker no longer holds this spec: send the task again with it
             self._post(w, task, with_spec=True)
-            return
+            return True
         w.task = None
         job = task.job
         job.inflight -= 1
@@ -363,12 +374,13 @@ class _Pool:
             exc.__cause__ = _RemoteTraceback(body[1])
             job.batch.fail(exc, offset=task.start)
         self._maybe_release(job)
+        return True
 
     def _drain_then_bury(self, w: _Worker) -> None:
-        # a result sent just before dying is still in the pipe
+        # a result sent just before dying is still in the pipe (poll() is also true at end of file: stop there)
         try:
-            while w.conn.poll():
-                self._receive(w)
+            while w.conn.poll() and self._receive(w):
+                pass
         except (EOFError, OSError):
             pass
         w.proc.join(timeout=1.0)
@@ -381,11 +393,14 @@ class _Pool:
         if not w.ready:
             self.startup_failures += 1
             if self.startup_failures >= _MAX_STARTUP_FAILURES:
-                self.broken = (f"Processes workers die on start-up ({_describe_exit(code)}, "
-                               f"{self.startup_failures} in a row). With start_method='spawn' or 'forkserver' the "
-                               "main module is re-imported in each worker: guard the script's entry point with "
-                               "`if __name__ == '__main__':` and make the solver's class importable.")
-                raise RuntimeError(self.broken)
+                reason = (f"Processes workers die on start-up ({describe_exit(code)}, {self.startup_failures} in a "
+                          "row). With start_method='spawn' or 'forkserver' the main module is re-imported in each "
+                          "worker: guard the script's entry point with `if __name__ == '__main__':` and make the "
+                          "solver's class importable.")
+                with self.lock:
+                    self.broken = reason
+                    self.ready_cond.notify_all()
+                raise RuntimeError(reason)
         if not self.closing:
             self.workers.append(self._spawn())
             self.stats["restarts"] += 1
@@ -482,19 +497,20 @@ class Processes(Executor):
             ``timeout=`` to override it per call.
         shm_bytes: calls whose input is at least this many bytes go through shared memory (default 32 KiB).
         retries: how many times a chunk whose worker died is solved again before :class:`WorkerCrashed`.
+
+    Copies: ``copy.deepcopy`` (e.g. of a model holding a layer) shares this pool; pickling gives an unstarted
+    pool with the same settings.
     """
 
     def __init__(self, n: int | None = None, *, start_method: str = "spawn", timeout: float | None = None,
                  shm_bytes: int = 32 * 1024, retries: int = 1):
-        n = (os.cpu_count() or 1) if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n (number of worker processes) must be an integer >= 1; got {n!r}")
+        n = check_workers(n, "worker processes")
         if start_method not in _START_METHODS:
             raise ValueError(f"start_method must be one of {_START_METHODS} (fork is unsafe with threads and "
                              f"CUDA); got {start_method!r}")
         if start_method not in mp.get_all_start_methods():
             raise ValueError(f"start_method {start_method!r} is not available on this platform")
-        _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if isinstance(shm_bytes, bool) or not isinstance(shm_bytes, int) or shm_bytes < 1:
             raise ValueError(f"shm_bytes must be an integer >= 1; got {shm_bytes!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -502,6 +518,8 @@ class Processes(Executor):
         self._n = n
         self.start_method = start_method
         self.timeout = timeout
+        self.shm_bytes = shm_bytes
+        self.retries = retries
         self._pool = _Pool(n, start_method, shm_bytes, retries)
         self._finalizer = weakref.finalize(self, self._pool.shutdown)
 
@@ -511,26 +529,41 @@ class Processes(Executor):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: tasks sent, workers started / died / restarted, chunk retries, timeouts."""
+        """Counters: ``tasks`` sent, workers ``started`` / ``died`` / ``restarts``, chunk ``retries``,
+        ``timeouts``."""
         return dict(self._pool.stats)
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closing
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (empty before the first call)."""
         return self._pool.pids()
 
-    def start(self) -> Processes:
-        """Start the workers now instead of on the first call (they take ~1 s to import torch)."""
+    def start(self, wait: bool = True, timeout: float = 300.0) -> Processes:
+        """Start the workers now instead of on the first call; with ``wait`` return once all of them are up
+        (each imports torch: ~1-3 s, in parallel; longer on a loaded machine)."""
         self._pool.start()
+        if wait:
+            self._pool.wait_ready(timeout)
         return self
 
     def __repr__(self) -> str:
         return f"Processes({self._n}, start_method={self.start_method!r})"
 
+    def __reduce__(self):
+        return (_rebuild, (self._n, self.start_method, self.timeout, self.shm_bytes, self.retries))
+
+    def __deepcopy__(self, memo) -> Processes:
+        return self  # a pool is a shared resource, not model state
+
     # ----------------------------------------------------------------- API
-    def submit(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = _DEFAULT) -> Future:
+    def submit(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> Future:
         """Start solving ``theta [B, *E]`` on the workers; returns at once with a future of ``y [B, *Y]``
-        (on ``theta``'s device and dtype). Device-native solvers run inline on ``theta``'s device."""
-        timeout = self.timeout if timeout is _DEFAULT else _check_timeout(timeout)
+        (on ``theta``'s device and dtype). Bad input raises ``ValueError`` here, in the caller.
+        Device-native solvers run inline on ``theta``'s device."""
+        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         if solver.device_native:
             return completed(lambda: solver.solve(theta))
         x = prepare_theta(solver, theta)  # [B, *E] float64, validated (ValueError here, in the caller)
@@ -538,16 +571,19 @@ class Processes(Executor):
             return completed(lambda: solver.solve(theta))
         device, dtype = theta.device, theta.dtype
         batch = BatchJob(x.shape[0], concat_finisher(lambda y: to_result(y, device, dtype)), type(solver).__name__)
-        self._put(solver.spec(), x, batch, timeout)
+        self._put(solver_key(solver), x, batch, timeout)
         return batch.future
 
-    def map(self, spec: SolverSpec, chunks: list[np.ndarray], *, timeout: float | None = _DEFAULT) -> list[np.ndarray]:
+    def solve(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> torch.Tensor:
+        return self.submit(solver, theta, timeout=timeout).result()
+
+    def map(self, spec: SolverSpec, chunks: list[np.ndarray], *, timeout: float | None = DEFAULT) -> list[np.ndarray]:
         """Solve each ``float64`` chunk ``[b_i, *E]`` on the workers -> ``[b_i, *Y]`` (blocking).
 
         The chunks are joined into one batch and re-split into one task per worker; all chunks must share the
         per-instance shape ``E``.
         """
-        timeout = self.timeout if timeout is _DEFAULT else _check_timeout(timeout)
+        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         chunks = [np.asarray(c, dtype=np.float64) for c in chunks]
         plan = MapPlan(spec, chunks)
         if not plan.parts:
@@ -557,11 +593,10 @@ class Processes(Executor):
             raise ValueError(f"chunks must share the per-instance shape [b_i, *E]; got {sorted(shapes)}")
         x = np.concatenate([c for _, c in plan.parts], axis=0)  # [sum b_i, *E]
         batch = BatchJob(plan.batch, plan.finisher(), spec.cls_path.rpartition(".")[2])
-        self._put(spec, x, batch, timeout)
+        self._put(spec_key(spec), x, batch, timeout)
         return batch.future.result()
 
-    def _put(self, spec: SolverSpec, x: np.ndarray, batch: BatchJob, timeout: float | None) -> None:
-        key, blob = spec_key(spec)
+    def _put(self, key: tuple[str, bytes], x: np.ndarray, batch: BatchJob, timeout: float | None) -> None:
         shm = None
         if x.nbytes >= self._pool.shm_bytes:
             shm = shared_memory.SharedMemory(create=True, size=x.nbytes)
@@ -569,15 +604,12 @@ class Processes(Executor):
             view[...] = x
             x = view
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._pool.put(_Job(batch, key, blob, x, shm, deadline, timeout))
+        self._pool.put(_Job(batch, key[0], key[1], x, shm, deadline, timeout))
 
     def close(self) -> None:
-        """Stop the workers (waits up to ~2 s, then kills them); pending calls fail. Idempotent."""
+        """Stop the workers (waits up to ~2 s, then kills them); calls not finished fail. Idempotent."""
         self._finalizer()
 
 
-def _check_timeout(timeout: Any) -> float | None:
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-        raise ValueError(f"timeout must be a number of seconds > 0 or None; got {timeout!r}")
-    return timeout
-
+def _rebuild(n, start_method, timeout, shm_bytes, retries) -> Processes:
+    return Processes(n, start_method=start_method, timeout=timeout, shm_bytes=shm_bytes, retries=retries)
