@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv install test test-all test-slow demo bench bench-all lint clean
+.PHONY: venv install test test-all test-slow demo bench bench-layers bench-estimators bench-executors bench-pto bench-all lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_solvers.py
+
+bench-layers bench-estimators bench-executors bench-pto: bench-%: $(STAMP)
+	$(BIN)/python benchmarks/bench_$*.py
 
 # every benchmark, one after the other (tens of minutes on 2 cores)
 bench-all: $(STAMP)
