@@ -100,19 +100,32 @@ def pyplot():
 def plot_curves(curves: dict[str, Sequence[float]], path: str | Path, xlabel: str, ylabel: str,
                 title: str = "") -> Path:
     """Line plot of named curves saved as PNG."""
+    return plot_panels([(curves, ylabel)], path, xlabel, title)
+
+
+def plot_panels(panels: Sequence[tuple[dict[str, Sequence[float]], str]], path: str | Path, xlabel: str,
+                title: str = "") -> Path:
+    """Side-by-side line plots, one per ``(curves, ylabel)`` panel, x = 1, 2, ...; saved as PNG."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, ys in curves.items():
-        ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (curves, ylabel) in zip(axes[0], panels, strict=True):
+        for name, ys in curves.items():
+            ax.plot(np.arange(1, len(ys) + 1), ys, label=name, marker="." if len(ys) < 30 else None)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     if title:
-        ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
+        fig.suptitle(title)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG (creating the folder) and close it."""
+    plt = pyplot()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
+    fig.savefig(p, dpi=dpi)
     plt.close(fig)
     return p

@@ -12,8 +12,11 @@ The generator mimics that data without downloading it:
   offset by a per-map random bias, and each tile takes the type with the largest value -- blob-shaped regions
   whose sizes and adjacency vary from map to map (a spatially correlated Potts-like field);
 * **textures**: every type has a base colour and a procedural pattern (speckle, stripes, canopy dots, waves,
-  ridges) with a random phase per tile, a per-tile brightness jitter and per-pixel noise, so a network must read
-  texture and colour, not a single pixel value; grass and forest share a hue and differ by pattern;
+  ridges); grass and forest share a hue and differ by pattern. With ``style="tileset"`` (default) each tile is
+  one of four fixed variants of its type, drawn once, as the published maps are drawn from one Warcraft II
+  tileset; ``style="procedural"`` textures every tile independently (random phase, brightness and pixel noise),
+  which is harder (same training run on 12x12 maps, I-MLE with Sum-of-Gamma temperature 1, 10000 maps, 50
+  epochs: 83% test cost-optimal accuracy on tileset maps, 79% on procedural ones);
 * **labels**: vertex weights are the terrain costs and the paths come from
   :class:`discreteopt.solvers.GridShortestPath` (8-neighbourhood, source ``(0, 0)``, target ``(k-1, k-1)``).
 
@@ -24,6 +27,7 @@ interchangeable: ``maps [N, 8k, 8k, 3] uint8``, ``weights [N, k, k] float32``, `
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -127,20 +131,48 @@ def _pattern(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown pattern {kind!r}")
 
 
-def render(types: np.ndarray, rng: np.random.Generator, terrains: tuple[Terrain, ...] = TERRAINS) -> np.ndarray:
-    """Textured RGB maps ``[N, 8k, 8k, 3] uint8`` from terrain ids ``[N, k, k]``."""
+STYLES = ("tileset", "procedural")
+
+
+@functools.lru_cache(maxsize=8)
+def tileset(variants: int = 4, seed: int = 0, terrains: tuple[Terrain, ...] = TERRAINS) -> np.ndarray:
+    """A fixed tileset ``[T, variants, 8, 8, 3]`` in ``[0, 1]``: a few textured 8x8 variants per terrain type,
+    drawn once (like a game's tileset, the same for every map; read-only)."""
+    rng = np.random.default_rng(seed)
+    tiles = np.stack([_tiles(tr, variants, rng) for tr in terrains])  # [T, V, 8, 8, 3]
+    tiles.flags.writeable = False
+    return tiles
+
+
+def _tiles(tr: Terrain, m: int, rng: np.random.Generator, pixel_noise: float = 0.03) -> np.ndarray:
+    """``m`` textured tiles ``[m, 8, 8, 3]`` of one terrain: base colour with a per-tile brightness, the
+    pattern with a random phase, and per-pixel noise."""
+    pat = _pattern(tr.pattern, m, rng)[..., None]  # [m, 8, 8, 1]
+    bright = rng.normal(1.0, 0.05, (m, 1, 1, 1))
+    return np.asarray(tr.colour) * bright + tr.amplitude * pat + rng.normal(0.0, pixel_noise, (m, TILE, TILE, 3))
+
+
+def render(types: np.ndarray, rng: np.random.Generator, terrains: tuple[Terrain, ...] = TERRAINS,
+           style: str = "tileset", variants: int = 4) -> np.ndarray:
+    """Textured RGB maps ``[N, 8k, 8k, 3] uint8`` from terrain ids ``[N, k, k]``.
+
+    ``style="tileset"``: every tile is one of ``variants`` fixed tiles of its terrain (:func:`tileset`), as in the
+    published maps, which are drawn from one Warcraft II tileset; ``"procedural"``: every tile gets its own
+    random phase, brightness and pixel noise (a harder, more variable appearance).
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}; got {style!r}")
     n, k, _ = types.shape
-    tiles = np.zeros((n, k, k, TILE, TILE, 3))  # one 8x8 RGB tile per vertex
-    for t, tr in enumerate(terrains):
-        mask = types == t
-        m = int(mask.sum())
-        if m == 0:
-            continue
-        pat = _pattern(tr.pattern, m, rng)[..., None]  # [m, 8, 8, 1]
-        bright = rng.normal(1.0, 0.05, (m, 1, 1, 1))
-        pix = np.asarray(tr.colour) * bright + tr.amplitude * pat + rng.normal(0.0, 0.03, (m, TILE, TILE, 3))
-        tiles[mask] = pix
-    img = tiles.transpose(0, 1, 3, 2, 4, 5).reshape(n, k * TILE, k * TILE, 3)  # [N,k,8,k,8,3] -> [N,8k,8k,3]
+    if style == "tileset":
+        choice = rng.integers(0, variants, size=types.shape)  # [N, k, k]
+        tiles = tileset(variants, 0, terrains)[types, choice]  # [N, k, k, 8, 8, 3]
+    else:
+        tiles = np.zeros((n, k, k, TILE, TILE, 3))  # one 8x8 RGB tile per vertex
+        for t, tr in enumerate(terrains):
+            mask = types == t
+            if mask.any():
+                tiles[mask] = _tiles(tr, int(mask.sum()), rng)
+    img = tiles.transpose(0, 1, 3, 2, 4, 5).reshape(n, k * TILE, k * TILE, 3)  # [N,k,k,8,8,3] -> [N,8k,8k,3]
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -156,18 +188,23 @@ def shortest_paths(weights: np.ndarray, batch: int = 512) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def generate_warcraft(n: int, size: int = 12, seed: int = 0, smoothness: float = 1.2) -> WarcraftData:
+def generate_warcraft(n: int, size: int = 12, seed: int = 0, smoothness: float = 1.2,
+                      style: str = "tileset") -> WarcraftData:
     """Generate ``n`` Warcraft-like maps of ``size x size`` tiles (images are ``8*size`` pixels a side).
 
-    Deterministic in ``seed``. See the module docstring for the model of terrain, texture and labels.
+    Deterministic in ``seed``. ``style``: ``"tileset"`` (fixed tile variants, default) or ``"procedural"``
+    (every tile textured independently), see :func:`render`. See the module docstring for the model of
+    terrain, texture and labels.
     """
     n = check_int_in_range(n, "n", 1, 10**8)
     size = check_int_in_range(size, "size", 2, 1024)
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}; got {style!r}")
     rng = np.random.default_rng(seed)
     types = terrain_field(rng, n, size, smoothness)  # [n, k, k]
     costs = np.array([tr.cost for tr in TERRAINS], dtype=np.float32)
     weights = costs[types]  # [n, k, k]
-    maps = render(types, rng)
+    maps = render(types, rng, style=style)
     return WarcraftData(maps, weights, shortest_paths(weights))
 
 
@@ -214,13 +251,13 @@ def load_warcraft(directory: str | Path, split: str = "train", size: int = 12,
     arrays = {key: np.load(d / name, mmap_mode=mmap) for key, name in names.items()}
     if n is not None:
         arrays = {key: a[:n] for key, a in arrays.items()}
-    maps = np.asarray(arrays["maps"])
+    maps = np.array(arrays["maps"])  # a writable in-memory copy (also of a memory-mapped slice)
     if maps.dtype != np.uint8:
         if maps.max() <= 1.0:
             maps = maps * 255.0
         maps = np.clip(np.rint(maps), 0, 255).astype(np.uint8)
-    weights = np.asarray(arrays["weights"], dtype=np.float32)
-    paths = np.asarray(arrays["paths"], dtype=np.float32)
+    weights = np.array(arrays["weights"], dtype=np.float32)
+    paths = np.array(arrays["paths"], dtype=np.float32)
     _check_arrays(maps, weights, paths, source=str(d / names["maps"]))
     if weights.shape[-1] != size:
         raise ValueError(f"size={size} but {d / names['weights']} holds {weights.shape[-1]}x{weights.shape[-1]} grids")

@@ -14,6 +14,7 @@ from .base import Solver
 class Argmax(Solver):
     """One-hot argmax over the last dim: ``theta [B, n] -> y [B, n]``."""
 
+    shift_invariant = True  # every feasible y has the same sum
     sense = "max"
     event_ndim = 1
     theta_layout = "[B, n]"

@@ -24,6 +24,7 @@ class Assignment(Solver):
             (``sense == "min"``; :meth:`maximize` then flips the sign once).
     """
 
+    shift_invariant = True  # every feasible y has the same sum
     event_ndim = 2
     theta_layout = "[B, n, m] with n <= m"
 

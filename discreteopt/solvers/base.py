@@ -95,6 +95,9 @@ class Solver(abc.ABC):
     min_cost: ClassVar[float | None] = None
     #: the argument's name in error messages
     arg_name: ClassVar[str] = "theta"
+    #: True when every feasible ``y`` has the same ``sum(y)``, so adding a constant to an instance's argument
+    #: keeps its optimum (the layer's ``Shift()`` guard relies on it)
+    shift_invariant: ClassVar[bool] = False
 
     _spec_kwargs: dict[str, Any]
 

@@ -89,6 +89,7 @@ class GraphShortestPath(Solver):
         self._build_arcs()
         if not self._reachable():
             raise ValueError(f"target={target!r} is not reachable from source={source!r} in the graph")
+        self.shift_invariant = self._graded()
         self._spec_kwargs = {"graph": self.edges, "source": self.source, "target": self.target,
                              "num_nodes": self.num_nodes, "directed": self.directed, "backend": backend}
 
@@ -137,6 +138,39 @@ class GraphShortestPath(Solver):
                     seen.add(v)
                     todo.append(v)
         return self.target in seen
+
+    def _hops(self, start: int, tails: np.ndarray, heads: np.ndarray) -> np.ndarray:
+        """Fewest arcs from ``start`` along ``tails -> heads`` to every node (-1: unreachable)."""
+        hops = np.full(self.num_nodes, -1, dtype=np.int64)
+        hops[start] = 0
+        todo = deque([start])
+        order = np.argsort(tails, kind="stable")
+        ptr = np.searchsorted(tails[order], np.arange(self.num_nodes + 1))
+        while todo:
+            u = todo.popleft()
+            for a in order[ptr[u]:ptr[u + 1]]:
+                v = int(heads[a])
+                if hops[v] < 0:
+                    hops[v] = hops[u] + 1
+                    todo.append(v)
+        return hops
+
+    def _graded(self) -> bool:
+        """True when every source -> target path has the same number of edges (so ``Shift()`` is exact).
+
+        Sufficient condition, checked on the arcs that lie on some source -> target walk: each one goes from
+        hop level ``L`` to ``L + 1`` (levels = fewest arcs from the source) and the target sits at the level of
+        its distance. Then every walk, hence every path, has exactly ``level(target)`` edges -- e.g. the
+        right/down grid of :meth:`grid`. Undirected graphs are never graded (an edge can be walked backwards).
+        """
+        if not self.directed:
+            return False
+        from_s = self._hops(self.source, self._tail, self._head)
+        to_t = self._hops(self.target, self._head, self._tail)
+        useful = (from_s[self._tail] >= 0) & (to_t[self._head] >= 0)  # arcs on some source -> target walk
+        t, h = self._tail[useful], self._head[useful]
+        level = from_s[self.target]
+        return bool(np.all(from_s[h] == from_s[t] + 1) and np.all(from_s[t] + 1 + to_t[h] == level))
 
     # ------------------------------------------------------------------ contract
     def event_shape(self) -> tuple[int | None, ...]:

@@ -16,6 +16,7 @@ from .base import Solver
 class TopK(Solver):
     """k-subset selection over the last dim: ``theta [B, n] -> y [B, n]`` with ``y.sum(-1) == k``."""
 
+    shift_invariant = True  # every feasible y has the same sum
     sense = "max"
     event_ndim = 1
     theta_layout = "[B, n]"

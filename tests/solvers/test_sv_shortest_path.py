@@ -178,3 +178,36 @@ def test_spec_round_trip_keeps_graph():
     r = pickle.loads(pickle.dumps(s.spec())).build()
     c = torch.rand(5, 6)
     assert torch.equal(s.solve(c), r.solve(c))
+
+
+def test_shift_invariance_is_detected_from_the_graph():
+    assert GraphShortestPath.grid(5, 5).shift_invariant
+    assert GraphShortestPath.grid(3, 4).shift_invariant
+    # two routes 0 -> 3 of different lengths: a shift changes which is shorter
+    uneven = GraphShortestPath(np.array([[0, 3], [0, 1], [1, 2], [2, 3]]), 0, 3)
+    assert not uneven.shift_invariant
+    c = torch.tensor([[2.0, 0.5, 0.5, 0.5]])
+    assert uneven.solve(c)[0, 0] == 0 and uneven.solve(c + 1.0)[0, 0] == 1
+    # an edge off every source -> target route does not matter; an undirected graph is never graded
+    assert GraphShortestPath(np.array([[0, 1], [1, 2], [3, 1]]), 0, 2).shift_invariant
+    assert not GraphShortestPath(np.array([[0, 1], [1, 2]]), 0, 2, directed=False).shift_invariant
+    assert not GridShortestPath().shift_invariant
+
+
+def test_shift_guard_solves_negative_costs_exactly_on_graded_graphs():
+    import itertools
+
+    from discreteopt import DiscreteLayer
+    from discreteopt.estimators import Shift, StraightThrough
+
+    solver = GraphShortestPath.grid(3, 3)
+    layer = DiscreteLayer(solver, StraightThrough(), guard=Shift())
+    c = torch.randn(16, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = layer(c)
+    # brute force over all 6 monotone paths of the 3x3 right/down grid
+    paths = enumerate_solutions(solver, (12,))
+    assert len(paths) == len(list(itertools.combinations(range(4), 2)))
+    best = (torch.from_numpy(paths) @ c.T).min(0).values  # [B]
+    assert torch.allclose((y * c).sum(1), best)
+    with pytest.raises(ValueError, match="Shift"):
+        DiscreteLayer(GridShortestPath(), StraightThrough(), guard=Shift())
