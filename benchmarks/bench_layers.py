@@ -28,6 +28,7 @@ Run: ``python benchmarks/bench_layers.py [--batch 256] [--size 12] [--rounds 21]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -139,9 +140,14 @@ def own_time(step: Callable[[], None], rounds: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def raw_calls(solver, batches: list[torch.Tensor]) -> Callable[[], None]:
+def raw_calls(solver, steps: list[list[torch.Tensor]]) -> Callable[[], None]:
+    """The i-th call solves the batches recorded at the i-th layer step (same noise, same adapted state): raw
+    and layer always do identical solver work, on fresh data every round (repeating one batch would let the
+    branchy heap kernel learn its branches and flatter the raw time)."""
+    counter = iter(range(10**9))
+
     def run() -> None:
-        for b in batches:
+        for b in steps[next(counter) % len(steps)]:
             solver.solve(b)
     return run
 
@@ -157,14 +163,20 @@ def run_rows(batch: int, size: int, rounds: int) -> list[dict]:
     def add_row(name: str, make_step: Callable[[do.executors.base.Executor], tuple[Callable, object]]) -> None:
         rec = Recording()
         step, stats_owner = make_step(rec)
-        step()  # one recorded step: the solver calls and their exact inputs
-        stats = stats_owner.stats
-        batches = list(rec.batches)
+        steps, first_solutions = [], None
+        for i in range(rounds + 1):  # recorded steps: the solver calls and their exact inputs, step by step
+            step()
+            steps.append(list(rec.batches))
+            if i == 0:
+                stats = dataclasses.replace(stats_owner.stats)
+                first_solutions = list(rec.solutions)
+            rec.batches.clear()
+            rec.solutions.clear()
         row = {"estimator": name, "fwd_calls": stats.forward_calls, "fwd_instances": stats.forward_instances,
                "bwd_calls": stats.backward_calls, "bwd_instances": stats.backward_instances}
-        step_plain, _ = make_step(Inline())
-        row.update(measure(step_plain, raw_calls(solver, batches), rounds))
-        step_replay, _ = make_step(Replay(list(rec.solutions)))
+        step_plain, _ = make_step(Inline())  # same seed: its i-th step draws the i-th recorded noise
+        row.update(measure(step_plain, raw_calls(solver, steps), rounds))
+        step_replay, _ = make_step(Replay(first_solutions))
         row["own_ms"] = own_time(step_replay, rounds)
         rows.append(row)
         print(_format(row), flush=True)
