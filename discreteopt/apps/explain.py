@@ -2,27 +2,32 @@
 
 An *explainer* scores the ``n`` features of an input (``[B, n]``), a selector picks ``k`` of them (a mask
 ``[B, n]``), and a *predictor* sees only the selected features; both are trained end to end on the prediction
-loss. Selectors compared:
+loss ``E_mask[loss(predictor(x, mask), y)]``. Selectors compared:
 
-* ``imle``    -- exact top-k in the forward pass (:class:`~discreteopt.solvers.TopK`), Sum-of-Gamma noise and
-  I-MLE gradients (Niepert et al., NeurIPS 2021);
+* ``imle``    -- exact top-k in the forward pass (:class:`~discreteopt.solvers.TopK` in a
+  :class:`~discreteopt.DiscreteLayer`), Sum-of-Gamma noise and I-MLE gradients (Niepert, Minervini & Franceschi,
+  NeurIPS 2021): ``mask = topk(s + eps)``, ``dL/ds = (mask - topk(s + eps - lam dL/dmask)) / lam``;
+* ``aimle``   -- the same with the adaptive ``lam`` of AIMLE (Minervini et al., AAAI 2023);
 * ``l2x``     -- L2X's relaxed subset: the element-wise max of ``k`` Gumbel-softmax samples (Chen et al., 2018);
 * ``softsub`` -- SoftSub, the continuous relaxation of weighted reservoir sampling: ``k`` rounds of a
   softmax with the chosen mass removed after each round (Xie & Ermon, IJCAI 2019).
 
+The relaxed selectors train the predictor on soft masks; I-MLE trains it on the k-subsets it will see at test time.
 At test time every method selects the deterministic top-k of the explainer scores. Tasks:
 
 * ``text``   -- :func:`~discreteopt.data.generate_synthetic_text` (relevant tokens known: subset precision is
   exact), or BeerAdvocate aroma files (:func:`~discreteopt.data.load_beer`) where the user has them;
-  regression, reported as test MSE;
+  regression, reported as test MSE (the papers print ``100 * MSE``);
 * ``digits`` -- scikit-learn's 8x8 digits, classification, reported as test accuracy, with a picture of the
-  selected pixels.
+  selected pixels. There is no ground-truth rationale, and an instance-wise selector can also pass label
+  information through *which* pixels it picks (Jethani et al., AISTATS 2021), so accuracy measures both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +35,71 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._validation import check_int_in_range, check_positive
 from ..data.digits import load_digits_data
 from ..data.synthetic_text import generate_synthetic_text
 from ..metrics import accuracy, subset_precision
 from ..models import MLP, TextExplainer, TextPredictor
-from .common import batches, format_table, progress, pyplot, resolve_device, save_json, seed_everything
+from .common import (
+    batches,
+    format_table,
+    plot_curves,
+    progress,
+    pyplot,
+    resolve_device,
+    save_figure,
+    save_json,
+    seed_everything,
+)
 
-METHODS = ("imle", "l2x", "softsub")
+METHODS = ("imle", "l2x", "softsub", "aimle")
+DEFAULT_METHODS = ("imle", "l2x", "softsub")
 TASKS = ("text", "digits")
+N_PIXELS = 64
 #: added to the scores of padding tokens so that they are never selected (finite: solvers reject inf)
 PAD_SCORE = -1e4
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclasses.dataclass
 class ExplainConfig:
-    """Settings of ``discreteopt explain``."""
+    """Settings of ``discreteopt explain`` (one training run per method and k)."""
 
-    task: str = "text"
-    methods: tuple[str, ...] = METHODS
-    ks: tuple[int, ...] = (5, 10, 15)
-    n_train: int = 3000
-    n_test: int = 500
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    #: I-MLE step and samples; Sum-of-Gamma temperature
-    lam: float = 10.0
-    samples: int = 1
-    noise_scale: float = 1.0
-    #: temperature of the L2X / SoftSub relaxations
-    tau: float = 0.5
-    device: str = "cpu"
-    #: BeerAdvocate files (text task): reviews file and optional annotations file
-    beer_reviews: str | None = None
-    beer_annotations: str | None = None
-    seed: int = 0
-    out: str | None = "runs/explain"
-    progress: bool = True
-    max_steps: int | None = None
+    task: str = field(default="text", metadata={**_help("text (synthetic or BeerAdvocate files) or digits"),
+                                                 "choices": TASKS})
+    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata=_help(
+        f"selectors to compare, among {', '.join(METHODS)}"))
+    ks: tuple[int, ...] = field(default=(5, 10, 15), metadata=_help("subset sizes k"))
+    n_train: int = field(default=3000, metadata=_help("training examples (text task)"))
+    n_test: int = field(default=500, metadata=_help("test examples (text task)"))
+    epochs: int = field(default=6, metadata=_help("training epochs per (method, k)"))
+    batch_size: int = field(default=25, metadata=_help("examples per training step"))
+    lr: float = field(default=5e-3, metadata=_help("Adam learning rate"))
+    lam: float = field(default=1000.0, metadata=_help(
+        "I-MLE finite-difference step lambda (on the gradient of the batch-mean loss); AIMLE's initial lambda"))
+    samples: int = field(default=1, metadata=_help("noise samples / relaxed samples per example and step"))
+    noise_scale: float = field(default=0.5, metadata=_help("temperature of the I-MLE / AIMLE Sum-of-Gamma noise"))
+    aimle_target: float = field(default=2.0, metadata=_help(
+        "AIMLE: target number of changed entries per example and sample (2 = one swap)"))
+    tau: float = field(default=0.5, metadata=_help("temperature of the L2X / SoftSub relaxations"))
+    beer_reviews: str | None = field(default=None, metadata=_help(
+        "BeerAdvocate reviews file (SCORES<TAB>TOKENS per line) for the text task instead of synthetic data"))
+    beer_annotations: str | None = field(default=None, metadata=_help(
+        "BeerAdvocate annotations.json (rationale spans): test set with subset precision"))
+    beer_max_len: int = field(default=100, metadata=_help("BeerAdvocate reviews are truncated/padded to this"))
+    seed: int = field(default=0, metadata=_help("random seed (data, initialisation, noise)"))
+    repeats: int = field(default=1, metadata=_help(
+        "independent runs per (method, k) with seeds seed, seed+1, ... (data, initialisation, noise); the table "
+        "shows their mean and sample standard deviation"))
+    device: str = field(default="cpu", metadata=_help("torch device: cpu, cuda, cuda:N or auto"))
+    out: str | None = field(default="runs/explain", metadata=_help(
+        "folder for explain_TASK.json and the PNG figures (none: do not save)"))
+    progress: bool = field(default=True, metadata=_help("show progress bars"))
+    max_steps: int | None = field(default=None, metadata=_help(
+        "stop each epoch after this many steps (smoke runs); none = full epochs"))
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -75,19 +107,32 @@ class ExplainConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}; got {list(self.methods)}")
-        if not self.ks or any(int(k) < 1 for k in self.ks):
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must not repeat a name; got {list(self.methods)}")
+        if not self.ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in self.ks):
             raise ValueError(f"ks must be positive integers; got {list(self.ks)}")
-        for name in ("n_train", "n_test", "epochs", "batch_size", "samples"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.task == "digits" and max(self.ks) > N_PIXELS:
+            raise ValueError(f"ks must be <= {N_PIXELS} (the pixels of a digit) for task digits; got {list(self.ks)}")
+        for name in ("n_train", "n_test", "epochs", "batch_size", "samples", "beer_max_len", "repeats"):
+            check_int_in_range(getattr(self, name), name, 1, 2**62)
+        if self.max_steps is not None:
+            check_int_in_range(self.max_steps, "max_steps", 1, 2**62)
+        for name in ("lr", "lam", "noise_scale", "aimle_target", "tau"):
+            check_positive(getattr(self, name), name)
         if self.beer_annotations and not self.beer_reviews:
             raise ValueError("beer_annotations needs beer_reviews (the training file)")
+        if self.beer_reviews and self.task != "text":
+            raise ValueError(f"beer_reviews needs task 'text'; got task {self.task!r}")
+
+
+#: ``--preset quick``: a smoke run of every method at k = 10 (about a minute on 2 CPU cores)
+PRESETS = {"quick": {"ks": (10,), "n_train": 1000, "n_test": 200, "epochs": 3}}
 
 
 # ------------------------------------------------------------------------------------------------ data
 @dataclasses.dataclass
 class Task:
-    """Inputs/targets of one task as tensors plus the models' factory."""
+    """Inputs/targets of one task as tensors (``relevant_test [N, n]`` bool where the rationale is known)."""
 
     name: str
     x_train: torch.Tensor
@@ -105,16 +150,24 @@ class Task:
 
 
 def load_task(cfg: ExplainConfig) -> Task:
+    """Digits, BeerAdvocate files (``cfg.beer_reviews``) or the synthetic text task, as tensors."""
     if cfg.task == "digits":
         xtr, ytr, xte, yte = load_digits_data(seed=cfg.seed)
         return Task("digits", torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xte),
-                    torch.from_numpy(yte), None, 64, source="sklearn digits (8x8)")
+                    torch.from_numpy(yte), None, N_PIXELS, source="sklearn digits (8x8)")
     if cfg.beer_reviews:
         from ..data.beer import load_beer
 
-        train, annotated, vocab = load_beer(cfg.beer_reviews, cfg.beer_annotations, aspect=1)
-        test = annotated if annotated is not None else train.subset(slice(len(train) - cfg.n_test, None))
-        train = train.subset(slice(0, cfg.n_train))
+        train, annotated, _ = load_beer(cfg.beer_reviews, cfg.beer_annotations, aspect=1, max_len=cfg.beer_max_len)
+        if annotated is not None:
+            test = annotated
+            train = train.subset(slice(0, cfg.n_train))
+        else:  # no rationales: hold out the last n_test reviews (MSE only)
+            if len(train) <= cfg.n_test:
+                raise ValueError(f"n_test must be smaller than the {len(train)} reviews of {cfg.beer_reviews} "
+                                 f"when no annotations file is given; got n_test={cfg.n_test}")
+            test = train.subset(slice(len(train) - cfg.n_test, None))
+            train = train.subset(slice(0, min(cfg.n_train, len(train) - cfg.n_test)))
         source = f"BeerAdvocate aroma ({cfg.beer_reviews})"
     else:
         train = generate_synthetic_text(cfg.n_train, seed=cfg.seed)
@@ -136,8 +189,8 @@ class Explainer(torch.nn.Module):
             self.scorer = TextExplainer(task.vocab_size)
             self.predictor = TextPredictor(task.vocab_size, out=1)
         else:
-            self.scorer = MLP([64, 128, 64])
-            self.predictor = MLP([64, 128, 10])
+            self.scorer = MLP([N_PIXELS, 128, N_PIXELS])
+            self.predictor = MLP([N_PIXELS, 128, 10])
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         s = self.scorer(x)  # [B, n]
@@ -146,14 +199,15 @@ class Explainer(torch.nn.Module):
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``x [B, n]``, ``mask [S, B, n]`` or ``[B, n]`` -> outputs ``[S, B, out]`` / ``[B, out]``."""
         lead = mask.shape[:-2]
-        m = mask.reshape(-1, mask.shape[-1])  # [S*B, n]
-        xx = x.expand(*lead, *x.shape).reshape(-1, x.shape[-1])  # [S*B, n]
+        m = mask.reshape(-1, mask.shape[-1])  # [S, B, n] -> [S*B, n]
+        xx = x.expand(*lead, *x.shape).reshape(-1, x.shape[-1])  # [S, B, n] -> [S*B, n]
         out = self.predictor(xx, m) if self.task == "text" else self.predictor(xx * m)
         return out.reshape(*lead, x.shape[0], -1)  # [S*B, out] -> [S, B, out]
 
 
 def per_sample_loss(model: Explainer, x: torch.Tensor, y: torch.Tensor, regression: bool):
-    """``f(mask [S, B, n]) -> [S, B]``: the predictor's loss on the selected features."""
+    """``f(mask [S, B, n]) -> [S, B]``: the predictor's loss on the selected features (squared error or
+    cross-entropy)."""
     def f(mask: torch.Tensor) -> torch.Tensor:
         out = model.predict(x, mask)  # [S, B, out]
         if regression:
@@ -164,17 +218,31 @@ def per_sample_loss(model: Explainer, x: torch.Tensor, y: torch.Tensor, regressi
 
 # ------------------------------------------------------------------------------------------------ selectors
 def make_selector(method: str, k: int, cfg: ExplainConfig):
-    """``select(scores [B, n], f) -> scalar loss`` estimating ``E[f(mask)]`` with the method's gradient."""
-    if method == "imle":
+    """``select(scores [B, n], f) -> scalar``: the batch mean of ``E[f(mask)]`` with the method's gradient.
+
+    ``imle`` / ``aimle``: ``S`` exact k-hot masks ``topk(scores + eps_s)`` (Sum-of-Gamma ``eps``) from a
+    :class:`~discreteopt.DiscreteLayer`, loss ``mean_s f(mask_s)``; ``l2x`` / ``softsub``: the relaxed masks of
+    :func:`discreteopt.stochastic.l2x_subset` / :func:`~discreteopt.stochastic.softsub`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method in ("imle", "aimle"):
         from .. import estimators, noise
         from ..layers import DiscreteLayer
         from ..solvers import TopK
 
-        layer = DiscreteLayer(TopK(k), estimators.IMLE(lam=cfg.lam, samples=cfg.samples,
-                                                       noise=noise.SumOfGamma(k=k, n_iter=10, scale=cfg.noise_scale)))
+        sog = noise.SumOfGamma(k=k, n_iter=10, scale=cfg.noise_scale)
+        if method == "imle":
+            est = estimators.IMLE(lam=cfg.lam, samples=cfg.samples, noise=sog)
+        else:
+            est = estimators.AIMLE(target=cfg.aimle_target, samples=cfg.samples, noise=sog, initial_lam=cfg.lam,
+                                   lam_max=max(1e3, 100 * cfg.lam))
+        layer = DiscreteLayer(TopK(k), est, return_samples=True)
 
         def select(scores, f):
-            return f(layer(scores).unsqueeze(0)).mean()  # mask [B, n] -> [1, B, n]
+            masks = layer(scores).transpose(0, 1)  # [B, S, n] -> [S, B, n]
+            return f(masks).mean()
+        select.estimator = est
         return select
 
     from .. import stochastic
@@ -183,13 +251,15 @@ def make_selector(method: str, k: int, cfg: ExplainConfig):
 
     def select(scores, f):
         est = fn(f, scores, k=k, tau=cfg.tau, samples=cfg.samples)
-        return est.surrogate / scores.shape[0]
+        return est.surrogate / scores.shape[0]  # sum over the batch of per-example means -> batch mean
+    select.estimator = None
     return select
 
 
 # ------------------------------------------------------------------------------------------------ loop
 @torch.no_grad()
 def evaluate(model: Explainer, task: Task, k: int, device: torch.device) -> dict[str, float]:
+    """Test metrics of the deterministic top-k of the explainer scores: MSE or accuracy, subset precision."""
     from ..solvers import TopK
 
     model.eval()
@@ -207,8 +277,9 @@ def evaluate(model: Explainer, task: Task, k: int, device: torch.device) -> dict
 
 
 def train_one(task: Task, method: str, k: int, cfg: ExplainConfig, device: torch.device) -> dict[str, Any]:
+    """Train one explainer/predictor pair; per-epoch train loss curve and the test metrics."""
     if k > task.n_features:
-        raise ValueError(f"k={k} exceeds the number of features {task.n_features}")
+        raise ValueError(f"k must be <= the number of features {task.n_features}; got k={k}")
     gen = seed_everything(cfg.seed)
     model = Explainer(task).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -227,37 +298,82 @@ def train_one(task: Task, method: str, k: int, cfg: ExplainConfig, device: torch
             opt.step()
             ep.append(float(loss.detach()))
         curve.append(float(np.mean(ep)))
-    return {"model": model, "curve": curve, "seconds": round(time.perf_counter() - t0, 2),
-            **evaluate(model, task, k, device)}
+    row: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 2), **evaluate(model, task, k, device)}
+    if method == "aimle":
+        row["final_lam"] = float(select.estimator.lam)
+    return {"model": model, "curve": curve, **row}
 
 
 def run_explain(cfg: ExplainConfig) -> dict[str, Any]:
-    """All (method, k) runs of one task; JSON + PNG under ``cfg.out``."""
+    """All (method, k) runs of one task, ``cfg.repeats`` times; JSON + PNG under ``cfg.out``.
+
+    ``result["runs"]`` lists every run (with its seed), ``result["rows"]`` their mean (and ``*_std`` when
+    ``repeats > 1``) per (method, k). Curves and figures show the first repeat.
+    """
     cfg.validate()
     device = resolve_device(cfg.device)
-    task = load_task(cfg)
-    rows, curves, models = [], {}, {}
-    for k in cfg.ks:
-        for method in cfg.methods:
-            r = train_one(task, method, int(k), cfg, device)
-            models[(method, int(k))] = r.pop("model")
-            curves[f"{method},k={k}"] = r.pop("curve")
-            rows.append({"task": task.name, "method": method, "k": int(k), **r})
-    result = {"task": f"l2x_{task.name}", "data": task.source, "config": dataclasses.asdict(cfg),
-              "rows": rows, "curves": curves}
+    runs, curves, models = [], {}, {}
+    first_task = None
+    for rep in range(cfg.repeats):
+        rcfg = dataclasses.replace(cfg, seed=cfg.seed + rep)
+        task = load_task(rcfg)
+        if max(cfg.ks) > task.n_features:
+            raise ValueError(f"ks must be <= the number of features {task.n_features}; got {list(cfg.ks)}")
+        first_task = first_task or task
+        for k in cfg.ks:
+            for method in cfg.methods:
+                r = train_one(task, method, int(k), rcfg, device)
+                model, curve = r.pop("model"), r.pop("curve")
+                if rep == 0:
+                    models[(method, int(k))] = model
+                    curves[f"{method},k={k}"] = curve
+                runs.append({"task": task.name, "method": method, "k": int(k), "seed": rcfg.seed, **r})
+    result: dict[str, Any] = {"task": f"l2x_{first_task.name}", "data": first_task.source,
+                              "config": dataclasses.asdict(cfg), "rows": summarise(runs, cfg.repeats),
+                              "runs": runs, "curves": curves}
     if cfg.out:
         out = Path(cfg.out)
-        files = {"json": str(out / f"explain_{task.name}.json")}
-        if task.name == "digits":
-            files["figure"] = str(plot_digits(task, models, device, out / "explain_digits.png"))
-        save_json({**result, "files": files}, out / f"explain_{task.name}.json")
+        name = first_task.name
+        files = {"json": str(out / f"explain_{name}.json"),
+                 "curves": str(plot_curves(curves, out / f"explain_{name}_curves.png", "epoch",
+                                           "train loss (MSE)" if first_task.regression else
+                                           "train loss (cross-entropy)", f"Subset selection ({name}): training loss"))}
+        if name == "digits":
+            files["figure"] = str(plot_digits(first_task, models, device, out / "explain_digits.png"))
         result["files"] = files
+        save_json(result, files["json"])
     return result
 
 
+METRICS = ("mse", "accuracy", "subset_precision")
+
+
+def summarise(runs: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
+    """One row per (method, k) in first-seen order: the mean of every numeric field over the runs and, when
+    ``repeats > 1``, the sample standard deviation of the metrics (``mse_std`` ...)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["k"]), []).append(r)
+    rows = []
+    for (method, k), rs in groups.items():
+        row: dict[str, Any] = {"task": rs[0]["task"], "method": method, "k": k}
+        for key in rs[0]:
+            if key in row or key == "seed":
+                continue
+            values = np.array([r[key] for r in rs], dtype=np.float64)
+            row[key] = float(values.mean())
+            if repeats > 1 and key in METRICS:
+                row[f"{key}_std"] = float(values.std(ddof=1))
+        if repeats > 1:
+            row["repeats"] = len(rs)
+        rows.append(row)
+    return rows
+
+
 def results_table(result: dict[str, Any]) -> str:
-    cols = [c for c in ("task", "method", "k", "mse", "accuracy", "subset_precision", "seconds")
-            if c in result["rows"][0]]
+    names = [name for m in METRICS for name in (m, f"{m}_std")]
+    cols = [c for c in ("task", "method", "k", *names, "final_lam", "repeats", "seconds")
+            if any(c in r for r in result["rows"])]
     return format_table(result["rows"], cols)
 
 
@@ -284,8 +400,4 @@ def plot_digits(task: Task, models: dict, device: torch.device, path: str | Path
                 ax.set_ylabel(f"{method}\nk={k}", fontsize=8)
     fig.suptitle("Selected pixels (red) on test digits")
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path, dpi=100)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,8 @@ def read_reviews(path: str | Path, aspect: int = 1) -> tuple[list[list[str]], np
                 raise ValueError(f"{p}:{lineno}: scores must be numbers; got {head!r}") from exc
             if not scores:
                 raise ValueError(f"{p}:{lineno}: no score before the tab")
+            if not all(math.isfinite(v) for v in scores):
+                raise ValueError(f"{p}:{lineno}: scores must be finite; got {head!r}")
             if len(scores) > 1 and not 0 <= aspect < len(scores):
                 raise ValueError(f"aspect must be in [0, {len(scores) - 1}] for {p}; got {aspect}")
             labels.append(scores[aspect] if len(scores) > 1 else scores[0])
@@ -64,6 +67,18 @@ def read_reviews(path: str | Path, aspect: int = 1) -> tuple[list[list[str]], np
     if not docs:
         raise ValueError(f"reviews file {str(p)!r} has no review")
     return docs, np.asarray(labels, dtype=np.float32)
+
+
+def _span(span, n_tokens: int, where: str, aspect: int) -> tuple[int, int]:
+    """A ``[start, end)`` token span checked against the review length."""
+    try:
+        start, end = (int(v) for v in span)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: spans of aspect {aspect} must be [start, end) integer pairs; got {span!r}") from None
+    if not 0 <= start <= end <= n_tokens:
+        raise ValueError(f"{where}: span {span!r} of aspect {aspect} must satisfy 0 <= start <= end <= "
+                         f"{n_tokens} (the number of tokens)")
+    return start, end
 
 
 def read_annotations(path: str | Path, aspect: int = 1) -> tuple[list[list[str]], np.ndarray, list[np.ndarray]]:
@@ -81,8 +96,9 @@ def read_annotations(path: str | Path, aspect: int = 1) -> tuple[list[list[str]]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ValueError(f"{p}:{lineno}: expected a JSON object with 'x', 'y' and span lists") from exc
             mask = np.zeros(len(toks), dtype=bool)
-            for start, end in spans:
-                mask[int(start):int(end)] = True
+            for span in spans:
+                start, end = _span(span, len(toks), f"{p}:{lineno}", aspect)
+                mask[start:end] = True
             docs.append(toks)
             labels.append(float(scores[aspect]) if len(scores) > 1 else float(scores[0]))
             masks.append(mask)
