@@ -20,11 +20,15 @@ from __future__ import annotations
 import itertools
 import pickle
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .solvers.base import Solver
+
+if TYPE_CHECKING:
+    from .solvers.ilp import ILP
 
 
 def check_solver(

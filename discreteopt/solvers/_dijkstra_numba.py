@@ -16,7 +16,13 @@ Here one Dijkstra pass computes both: the heap is ordered by ``(d, h)`` lexicogr
 (final) vertex ``u`` relaxes ``v`` when ``fl(d[u] + c) < d[v]``, or ``== d[v]`` with ``h[u] + 1 < h[v]``.
 Because only final labels are ever propagated, ``h`` is exactly the fewest hops over tight paths (a
 Bellman-Ford on pairs would not be: a stale hop count can survive rounding; the torch back-end therefore
-computes ``d`` first and ``h`` second). Every vertex the read-back can visit has a key below the
+computes ``d`` first and ``h`` second).
+
+Fast path (grid kernel): when every cost of an instance is ``> 0`` and larger than ``4e-16`` times the sum of
+its costs, no addition can be absorbed (``fl(d + c) > d`` for every path sum ``d <= sum``), so a tight
+predecessor always has a strictly smaller ``d`` and is popped first whatever the order among equal ``d``.
+The heap is then keyed by ``d`` alone (two arrays, the textbook kernel's cost) and gives the same labels and
+the same path; instances with zero or tiny costs use the ``(d, h)`` heap. Every vertex the read-back can visit has a key below the
 target's, so the search stops when the target is popped. All kernels release the GIL (``nogil``), so a
 thread pool runs them in parallel.
 """
@@ -76,6 +82,59 @@ def _pop(hd, hh, hn, size):
 
 
 @numba.njit(cache=True, nogil=True)
+def _push_d(hd, hn, size, d, node):
+    """Push onto a heap keyed by ``d`` alone (hole-moving sift-up)."""
+    i = size
+    while i > 0:
+        p = (i - 1) >> 1
+        if d < hd[p]:
+            hd[i] = hd[p]
+            hn[i] = hn[p]
+            i = p
+        else:
+            break
+    hd[i] = d
+    hn[i] = node
+    return size + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _pop_d(hd, hn, size):
+    """Remove the root of a heap keyed by ``d`` alone (hole-moving sift-down)."""
+    size -= 1
+    d = hd[size]
+    node = hn[size]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and hd[c + 1] < hd[c]:
+            c += 1
+        if hd[c] < d:
+            hd[i] = hd[c]
+            hn[i] = hn[c]
+            i = c
+        else:
+            break
+    hd[i] = d
+    hn[i] = node
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _needs_lex(w, b):
+    """True unless every cost of instance ``b`` is > 0 and too large to be absorbed (see module docstring)."""
+    lo = _INF
+    total = 0.0
+    for x in w[b].ravel():
+        total += x
+        if x < lo:
+            lo = x
+    return not (lo > 0.0 and lo > total * 4.0e-16)
+
+
+@numba.njit(cache=True, nogil=True)
 def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
     """Vertex-weighted grid shortest paths for every instance (see module docstring).
 
@@ -96,21 +155,22 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
     s = sr * W + sc
     t = tr * W + tc
     for b in range(B):
+        lex = _needs_lex(w, b)
         dist[:] = _INF
         hops[:] = 0
         done[:] = False
         dist[s] = w[b, sr, sc]
-        size = _push(hd, hh, hn, 0, dist[s], 0, s)
+        size = _push(hd, hh, hn, 0, dist[s], 0, s) if lex else _push_d(hd, hn, 0, dist[s], s)
         while size > 0:
             d = hd[0]
-            h = hh[0]
             u = hn[0]
-            size = _pop(hd, hh, hn, size)
+            size = _pop(hd, hh, hn, size) if lex else _pop_d(hd, hn, size)
             if done[u]:
                 continue
             done[u] = True
             if u == t:
                 break
+            h = hops[u] + 1  # the popped entry is u's best (d, h): every improvement pushed one
             ur = u // W
             uc = u - ur * W
             for k in range(K):
@@ -122,10 +182,14 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
                 if done[v]:
                     continue
                 nd = d + w[b, vr, vc]
-                if _less(nd, h + 1, dist[v], hops[v]):
+                if nd < dist[v]:
                     dist[v] = nd
-                    hops[v] = h + 1
-                    size = _push(hd, hh, hn, size, nd, h + 1, v)
+                    hops[v] = h
+                    size = _push(hd, hh, hn, size, nd, h, v) if lex else _push_d(hd, hn, size, nd, v)
+                elif nd == dist[v] and h < hops[v]:
+                    hops[v] = h  # same key: the fast heap's entry stays valid
+                    if lex:
+                        size = _push(hd, hh, hn, size, nd, h, v)
         # read the path back from the target
         v = t
         out[b, tr, tc] = 1.0

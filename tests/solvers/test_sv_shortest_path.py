@@ -138,7 +138,7 @@ def test_random_graphs_match_networkx(seed, n, p, directed, integer_costs):
     np.testing.assert_array_equal(ys["numba"], ys["torch"])
     solver = GraphShortestPath(G, 0, n - 1)
     assert solver.is_feasible(ys["numba"]).all()
-    for i, (u, v) in enumerate(G.edges):
+    for u, v in G.edges:
         G[u][v]["w"] = None
     for b in range(3):
         for i, (u, v) in enumerate(G.edges):
@@ -211,3 +211,29 @@ def test_shift_guard_solves_negative_costs_exactly_on_graded_graphs():
     assert torch.allclose((y * c).sum(1), best)
     with pytest.raises(ValueError, match="Shift"):
         DiscreteLayer(GridShortestPath(), StraightThrough(), guard=Shift())
+
+
+@pytest.mark.parametrize("kind", ["positive", "integer_ties", "zeros", "tiny"])
+def test_grid_fast_and_lexicographic_heaps_give_the_canonical_path(kind):
+    """The numba kernel keys its heap by d alone when no cost can be absorbed, by (d, hops) otherwise; both must
+    return the torch back-end's canonical path (computed independently: distances, then hop counts)."""
+    g = torch.Generator().manual_seed(7)
+    w = torch.rand(64, 9, 11, generator=g, dtype=torch.float64) * 8.4 + 0.8
+    if kind == "integer_ties":  # equal sums of different hop counts everywhere (1 + 1 == 2)
+        w = torch.randint(1, 3, (64, 9, 11), generator=g).double()
+    elif kind == "zeros":
+        w = torch.randint(0, 2, (64, 9, 11), generator=g).double()
+    elif kind == "tiny":  # costs absorbed by large path sums: fl(d + c) == d
+        w[:, ::2] = 1e-18
+    ys = {b: GridShortestPath(backend=b).solve(w) for b in BACKENDS}
+    assert torch.equal(ys["numba"], ys["torch"])
+    for b in range(0, 64, 16):  # and optimal against networkx
+        graph = nx.DiGraph()
+        for r in range(9):
+            for c in range(11):
+                for dr in (-1, 0, 1):
+                    for dc in (-1, 0, 1):
+                        if (dr or dc) and 0 <= r + dr < 9 and 0 <= c + dc < 11:
+                            graph.add_edge((r, c), (r + dr, c + dc), weight=float(w[b, r + dr, c + dc]))
+        best = nx.dijkstra_path_length(graph, (0, 0), (8, 10)) + float(w[b, 0, 0])
+        assert float((ys["numba"][b] * w[b]).sum()) == pytest.approx(best, rel=1e-12, abs=1e-15)
