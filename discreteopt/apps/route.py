@@ -13,7 +13,7 @@ cost-optimal accuracy (the number the papers report), exact match and cost ratio
 Entry points: :func:`train_route` (one estimator), :func:`run_route` (``discreteopt route``: one or several
 estimators on the same data), :func:`results_table`; :data:`PRESETS` holds the published protocol (``paper``)
 and the setting that reaches the published I-MLE accuracy on generated maps (``large``); measured numbers are in
-``docs/route.md``.
+the README (section "Learning to route").
 """
 
 from __future__ import annotations
