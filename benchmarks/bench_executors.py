@@ -42,6 +42,7 @@ import time
 
 import numpy as np
 import torch
+from _timing import time_rounds as _time_rounds
 
 from discreteopt.executors import Auto, Executor, Inline, Processes, Threads
 from discreteopt.solvers import ILP, GridShortestPath
@@ -49,19 +50,8 @@ from discreteopt.solvers import ILP, GridShortestPath
 
 # ===================================================================== timing helpers
 def time_rounds(fns: dict, repeats: int, min_time: float, stat=statistics.median) -> dict:
-    """``stat`` (median) of the seconds per call of each function over ``repeats`` rounds; rounds alternate
-    between the functions, so every function sees the same conditions."""
-    rounds: dict = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            n, t0 = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                if time.perf_counter() - t0 >= min_time / repeats:
-                    break
-            rounds[name].append((time.perf_counter() - t0) / n)
-    return {name: stat(r) for name, r in rounds.items()}
+    """:func:`_timing.time_rounds` without the warm-up call (the callers warm up themselves)."""
+    return _time_rounds(fns, repeats, min_time, stat, warmup=False)
 
 
 def expensive_problem(batch: int, seed: int = 0):

@@ -18,44 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import networkx as nx
 import numba
 import numpy as np
 import scipy.sparse as sp
 import torch
+from _timing import time_rounds, timeit
 from scipy.sparse.csgraph import dijkstra
 
 import discreteopt as do
 from discreteopt.solvers.grid_shortest_path import grid_arcs
-
-
-def timeit(fn, repeats: int, min_time: float = 0.2) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` rounds (each round >= min_time / repeats)."""
-    return time_interleaved({"fn": fn}, repeats, min_time)["fn"]
-
-
-def time_interleaved(fns: dict, repeats: int, min_time: float = 0.2) -> dict:
-    """Median seconds per call of each function; the rounds alternate between the functions.
-
-    Interleaving makes the ratios robust to a machine whose load changes during the run: every method sees
-    the same conditions in each round.
-    """
-    for fn in fns.values():
-        fn()  # warm-up (compilation, caches)
-    rounds: dict = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            n, t0 = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                if time.perf_counter() - t0 >= min_time / repeats:
-                    break
-            rounds[name].append((time.perf_counter() - t0) / n)
-    return {name: statistics.median(r) for name, r in rounds.items()}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -196,7 +169,7 @@ def grid_rows(batch: int, sizes: list[int], repeats: int, nx_batch: int) -> list
         assert np.allclose(cost, (w_np * ref_out).sum((1, 2)))
         assert np.allclose(cost[:8], (w_np[:8] * scipy_solver(w_np[:8])).sum((1, 2)), atol=1e-9)
 
-        t = time_interleaved({
+        t = time_rounds({
             "discreteopt[numba]": lambda s=ours, x=w: s.solve(x),
             "ref numba heap": ref,
             "scipy per instance": lambda s=scipy_solver, x=w_np: s(x),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import threading
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -181,6 +182,27 @@ class Solver(abc.ABC):
     def is_feasible(self, y: np.ndarray) -> np.ndarray:
         """Per-instance feasibility of candidate solutions ``y [B, *Y]`` -> bool ``[B]`` (None: unknown)."""
         return None  # type: ignore[return-value]
+
+
+class ThreadLocalBackend:
+    """Mixin of solvers that keep live back-end objects (OR-Tools models) per thread in ``self._local``.
+
+    Such objects cannot be pickled and must not be shared between threads: ``self._local`` is a fresh
+    :class:`threading.local` after construction and after unpickling (``copy``, process pools), so every thread
+    and every process builds its own on first use.
+    """
+
+    def _init_local(self) -> None:
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local()
 
 
 def _short(v: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._backend import numba_kernels, resolve_backend
+from ._backend import NumbaOrTorch, numba_kernels, resolve_backend
 from ._dijkstra_torch import shortest_path_arcs
 from .base import Solver
 
@@ -46,7 +46,7 @@ def _as_edge_array(graph: Any) -> tuple[np.ndarray, int, bool, list | None]:
     return edges.astype(np.int64), n, True, None
 
 
-class GraphShortestPath(Solver):
+class GraphShortestPath(NumbaOrTorch, Solver):
     """Edge-weighted shortest path on a fixed graph: costs ``[B, E]`` -> edge indicator ``[B, E]``.
 
     Args:
@@ -176,20 +176,8 @@ class GraphShortestPath(Solver):
     def event_shape(self) -> tuple[int | None, ...]:
         return (len(self.edges),)
 
-    @property
-    def device_native(self) -> bool:  # type: ignore[override]
-        return self.backend == "torch"
 
-    def solve(self, theta: torch.Tensor) -> torch.Tensor:
-        if isinstance(theta, torch.Tensor) and theta.device.type != "cpu" and self._requested_backend == "auto":
-            theta = theta.detach()
-            self.validate(theta)
-            return self._solve_torch(theta).to(theta.dtype)
-        return super().solve(theta)
-
-    def _solve_numpy(self, theta: np.ndarray) -> np.ndarray:
-        if self.backend == "torch":
-            return self._solve_torch(torch.from_numpy(theta)).numpy()
+    def _solve_numba(self, theta: np.ndarray) -> np.ndarray:
         out = np.zeros(theta.shape, dtype=np.float64)
         numba_kernels().graph_paths(self._indptr, self._head, self._edge, self._rev_indptr, self._rev_arc,
                                     self._tail, np.ascontiguousarray(theta, dtype=np.float64),

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int_in_range
-from ._backend import numba_kernels, resolve_backend
+from ._backend import NumbaOrTorch, numba_kernels, resolve_backend
 from ._grid_torch import grid_path_masks
 from .base import Solver
 
@@ -58,7 +58,7 @@ def grid_arcs(h: int, w: int, neighbourhood: int) -> tuple[np.ndarray, np.ndarra
     return np.asarray(tails, dtype=np.int64), np.asarray(heads, dtype=np.int64)
 
 
-class GridShortestPath(Solver):
+class GridShortestPath(NumbaOrTorch, Solver):
     """Vertex-weighted grid shortest path: costs ``[B, H, W]`` -> 0/1 path mask ``[B, H, W]``.
 
     Args:
@@ -93,9 +93,6 @@ class GridShortestPath(Solver):
         self._spec_kwargs = {"neighbourhood": self.neighbourhood, "source": self.source,
                              "target": self.target, "backend": backend}
 
-    @property
-    def device_native(self) -> bool:  # type: ignore[override]
-        return self.backend == "torch"
 
     def _neighbour_offsets(self) -> tuple[tuple[int, int], ...]:
         return _OFFSETS[self.neighbourhood]
@@ -113,17 +110,7 @@ class GridShortestPath(Solver):
         super().validate(theta)
         self._cells(theta.shape[1], theta.shape[2])
 
-    def solve(self, theta: torch.Tensor) -> torch.Tensor:
-        # inputs already on a GPU are solved there (torch back-end) unless numba was asked for explicitly
-        if isinstance(theta, torch.Tensor) and theta.device.type != "cpu" and self._requested_backend == "auto":
-            theta = theta.detach()
-            self.validate(theta)
-            return self._solve_torch(theta).to(theta.dtype)
-        return super().solve(theta)
-
-    def _solve_numpy(self, theta: np.ndarray) -> np.ndarray:
-        if self.backend == "torch":
-            return self._solve_torch(torch.from_numpy(theta)).numpy()
+    def _solve_numba(self, theta: np.ndarray) -> np.ndarray:
         b, h, w = theta.shape
         sr, sc, tr, tc = self._cells(h, w)
         out = np.zeros((b, h, w), dtype=np.float64)

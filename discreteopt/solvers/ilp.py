@@ -39,14 +39,13 @@ infeasible; such instances are re-solved without presolve to name the right stat
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_int_in_range, check_positive
-from .base import InstanceError, Solver
+from .base import InstanceError, Solver, ThreadLocalBackend
 
 _BACKENDS = {"scip": "scip", "cpsat": "cpsat", "glop": "glop", "lp": "glop"}
 _INT64_SAFE = 2.0**62
@@ -254,7 +253,7 @@ class _CpSatModel:
 
 
 # ===================================================================== the solver
-class ILP(Solver):
+class ILP(ThreadLocalBackend, Solver):
     """Linear program over a fixed constraint set: ``theta [B, n] -> x [B, n]`` (see module docstring).
 
     Args:
@@ -311,7 +310,7 @@ class ILP(Solver):
             "backend": self.backend, "time_limit": self.time_limit, "cpsat_digits": self.cpsat_digits,
             "n": self.n,
         }
-        self._local = threading.local()  # one OR-Tools model per thread, built on first solve
+        self._init_local()  # one OR-Tools model per thread, built on first solve
 
     def _integrality(self, integrality) -> np.ndarray:
         if integrality is None:
@@ -346,16 +345,6 @@ class ILP(Solver):
         if 10.0**self.cpsat_digits * max(reach, 1.0) >= _INT64_SAFE:
             raise ValueError(f"cpsat_digits={self.cpsat_digits} with these bounds overflows CP-SAT's 64-bit "
                              "objective; lower cpsat_digits or tighten bounds")
-
-    # ----------------------------------------------------------------- pickling: never the live model
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_local", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
 
     def _model(self) -> _ScipModel | _CpSatModel | _GlopModel:
         model = getattr(self._local, "model", None)

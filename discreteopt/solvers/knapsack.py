@@ -22,13 +22,12 @@ branch and bound, and an instance that stops before proving optimality raises
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_int_in_range, check_positive
-from .base import InstanceError, Solver
+from .base import InstanceError, Solver, ThreadLocalBackend
 
 _EXACT_IN_DOUBLE = 2.0**53  # the branch and bound sums profits in doubles
 
@@ -46,7 +45,7 @@ def _nonneg_integer_array(v: Any, name: str) -> np.ndarray:
     return arr
 
 
-class Knapsack(Solver):
+class Knapsack(ThreadLocalBackend, Solver):
     """0/1 knapsack: ``theta [B, n] -> x [B, n]`` with ``weights @ x <= capacity`` (see module docstring).
 
     Args:
@@ -81,16 +80,7 @@ class Knapsack(Solver):
         self.time_limit = None if time_limit is None else check_positive(time_limit, "time_limit")
         self._spec_kwargs = {"weights": self.weights if m > 1 else self.weights[0], "capacity": self.capacity,
                              "digits": self.digits, "time_limit": self.time_limit}
-        self._local = threading.local()  # OR-Tools solvers per thread, created on first solve
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_local", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
+        self._init_local()  # OR-Tools solvers per thread, created on first solve
 
     def _backend(self, few_items: bool):
         """The OR-Tools solver for this thread: the 64-item one or the branch and bound."""
