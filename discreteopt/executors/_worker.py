@@ -27,13 +27,44 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
-#: built solvers kept per worker (the parent mirrors this LRU to know which specs a worker holds)
+#: built solvers kept per worker process, Ray actor or thread (the pools mirror this LRU to know which specs a
+#: worker holds)
 CACHE_SIZE = 16
+
+
+def lru_get(cache: OrderedDict, key: str, make: Callable[[], Any] | None, size: int = CACHE_SIZE) -> Any:
+    """``cache[key]``, marked most recently used; when absent, ``make()`` stored under ``key`` (the least recently
+    used entry evicted beyond ``size``), or ``None`` when ``make`` is ``None``.
+
+    The one LRU rule of built solvers: worker processes, Ray actors and threads keep their solvers by it, and the
+    pools mirror each worker's cache by it too, so mirror and cache agree."""
+    value = cache.get(key)
+    if value is None:
+        if make is None:
+            return None
+        value = make()
+        cache[key] = value
+        if len(cache) > size:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return value
+
+
+def cached_solver(cache: OrderedDict, key: str, blob: bytes | None) -> Any:
+    """The solver cached under ``key`` (the hash of the pickled spec ``blob``), built from ``blob`` and cached when
+    missing; ``None`` when it is missing and no ``blob`` came (evicted here but not in the parent's mirror)."""
+
+    def build() -> Any:
+        return pickle.loads(blob).build()
+
+    return lru_get(cache, key, None if blob is None else build)
 
 
 def isolate_worker() -> None:
@@ -110,17 +141,10 @@ def worker_main(conn, parent_pid: int) -> None:
         _, task_id, key, blob, payload, shm_out_bytes = msg
         shm = None
         try:
-            solver = cache.get(key)
-            if solver is None and blob is None:  # evicted here but not in the parent's mirror: ask for it
+            solver = cached_solver(cache, key, blob)
+            if solver is None:  # evicted here but not in the parent's mirror: ask for it
                 conn.send(("need", task_id))
                 continue
-            if solver is None:
-                solver = pickle.loads(blob).build()
-                cache[key] = solver
-                if len(cache) > CACHE_SIZE:
-                    cache.popitem(last=False)
-            else:
-                cache.move_to_end(key)
             theta, shm = _open_payload(payload)
             y = solver.solve_numpy(theta)
             del theta

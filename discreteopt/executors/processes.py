@@ -36,35 +36,21 @@ import pickle
 import threading
 import time
 import weakref
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..solvers.base import Solver, SolverSpec
-from ._job import BatchJob, MapPlan, completed, concat_finisher
-from ._worker import CACHE_SIZE, worker_main
-from .base import (
-    DEFAULT,
-    Executor,
-    check_timeout,
-    check_workers,
-    chunk_bounds,
-    prepare_theta,
-    solver_key,
-    spec_key,
-    to_result,
-)
+from ._job import BatchJob
+from ._scheduler import Job, PoolExecutor, Scheduler, Task, Worker, check_retries
+from ._worker import worker_main
+from .base import check_timeout, check_workers
 from .errors import WorkerCrashed, describe_exit
 
 __all__ = ["Processes", "WorkerCrashed"]
 
 _START_METHODS = ("spawn", "forkserver")
-#: consecutive worker deaths before their first message after which the pool is declared broken
-_MAX_STARTUP_FAILURES = 3
 
 
 class _RemoteTraceback(Exception):
@@ -77,58 +63,35 @@ class _RemoteTraceback(Exception):
 
 # ===================================================================== dispatcher state
 @dataclass(eq=False)
-class _Job:
-    batch: BatchJob
-    key: str
-    blob: bytes
-    sources: np.ndarray  # [B, *E] float64, the call's whole input (a view into `shm` when it has one)
-    shm: shared_memory.SharedMemory | None
-    deadline: float | None
-    timeout: float | None
-    inflight: int = 0
+class _Job(Job):
+    # x: a view into `shm` when the call has one
+    shm: shared_memory.SharedMemory | None = None
     released: bool = False
 
 
 @dataclass(eq=False)
-class _Task:
-    job: _Job
-    start: int  # global rows [start, stop)
-    stop: int
-    attempts: int = 0  # times dispatched to a worker that then died
-    retry: bool = False
-
-
-@dataclass(eq=False)
-class _Worker:
+class _Worker(Worker):
     proc: Any
     conn: Any
-    known: collections.OrderedDict = field(default_factory=collections.OrderedDict)
-    task: _Task | None = None
     task_id: int = -1
     ready: bool = False
 
 
-class _Pool:
+class _Pool(Scheduler):
     """Worker processes plus the dispatcher thread (no reference back to the public executor, so it can be
-    garbage collected and finalised)."""
+    garbage collected and finalised); queue, retries and deadlines are the :class:`Scheduler`'s."""
+
+    name = "Processes"
+    role = "dispatcher"
+    thread_name = "discreteopt-dispatcher"
+    timeout_action = "worker(s) still running them were restarted"
 
     def __init__(self, n: int, start_method: str, shm_bytes: int, retries: int):
-        self.n = n
+        super().__init__(n, retries)
         self.ctx = mp.get_context(start_method)
         self.shm_bytes = shm_bytes
-        self.retries = retries
-        self.lock = threading.Lock()
-        self.ready_cond = threading.Condition(self.lock)  # a worker reported "ready"
-        self.incoming: collections.deque[_Job] = collections.deque()
-        self.pending: collections.deque[_Task] = collections.deque()
-        self.workers: list[_Worker] = []
-        self.jobs: set[_Job] = set()
-        self.closing = False
-        self.broken: str | None = None
-        self.thread: threading.Thread | None = None
+        self.incoming: collections.deque[_Job] = collections.deque()  # put by callers, admitted by the dispatcher
         self.ids = itertools.count()
-        self.startup_failures = 0
-        self.stats = collections.Counter()
         # self-pipe that wakes the dispatcher out of `wait`; written and closed under `wake_lock` only, so a
         # late wake-up never writes into a descriptor number the OS has reused
         self.wake_lock = threading.Lock()
@@ -137,75 +100,27 @@ class _Pool:
         self._wake_open = True
 
     # ----------------------------------------------------------------- caller side
-    def start(self) -> None:
-        with self.lock:
-            if self.closing:
-                raise RuntimeError("Processes executor is closed")
-            if self.broken:
-                raise RuntimeError(self.broken)
-            if self.thread is not None:
-                return
-            for _ in range(self.n):
-                self.workers.append(self._spawn())
-            self.thread = threading.Thread(target=self._loop, daemon=True, name="discreteopt-dispatcher")
-            self.thread.start()
-
     def wait_ready(self, timeout: float) -> None:
         """Block until every worker has started (imported its modules) or raise ``RuntimeError``."""
         with self.lock:
-            ok = self.ready_cond.wait_for(
+            ok = self.changed.wait_for(
                 lambda: self.closing or self.broken or all(w.ready for w in self.workers), timeout)
             if self.broken or self.closing:
                 raise RuntimeError(self.broken or "Processes executor is closed")
         if not ok:
             raise RuntimeError(f"Processes workers did not start within {timeout} s")
 
-    def put(self, job: _Job) -> None:
-        self.start()
-        with self.lock:
-            if self.closing or self.broken:
-                self._release(job)
-                raise RuntimeError(self.broken or "Processes executor is closed")
-            self.incoming.append(job)
-        self._wake()
-
     def pids(self) -> list[int]:
         with self.lock:
             return [w.proc.pid for w in self.workers]
 
-    def shutdown(self) -> None:
-        """Stop the dispatcher and the workers; calls not finished fail with ``RuntimeError``. Idempotent."""
-        with self.lock:
-            if self.closing:
-                return
-            self.closing = True
-            self.ready_cond.notify_all()
-        self._wake()
-        t = self.thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=10)
-        self._stop_workers()  # no-op if the dispatcher did it already
-        self._fail_leftovers("Processes executor was closed before the call finished")
-        if t is None or not t.is_alive():
-            with self.wake_lock:
-                self._wake_open = False
-                for fd in (self._wake_r, self._wake_w):
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+    def _enqueue(self, job: _Job) -> None:
+        self.incoming.append(job)
 
-    def _fail_leftovers(self, reason: str) -> None:
-        """Fail every call not finished: admitted ones and those still queued in ``incoming`` (never a hang)."""
-        with self.lock:
-            queued = list(self.incoming)
-            self.incoming.clear()
-        for job in list(self.jobs) + queued:
-            job.batch.fail(RuntimeError(reason))
-            job.inflight = 0
-            self._release(job)
-        self.jobs.clear()
-        self.pending.clear()
+    def _take_queued(self) -> list[_Job]:
+        queued = list(self.incoming)
+        self.incoming.clear()
+        return queued
 
     def _wake(self) -> None:
         with self.wake_lock:
@@ -216,7 +131,25 @@ class _Pool:
             except (BlockingIOError, OSError):  # pipe full: the dispatcher is woken already
                 pass
 
+    def _after_shutdown(self, thread: threading.Thread | None) -> None:
+        if thread is None or not thread.is_alive():
+            with self.wake_lock:
+                self._wake_open = False
+                for fd in (self._wake_r, self._wake_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+    def _set_broken(self, reason: str) -> None:
+        with self.lock:  # the dispatcher runs without the lock
+            super()._set_broken(reason)
+
     # ----------------------------------------------------------------- workers
+    def _start_workers(self) -> None:
+        for _ in range(self.n):
+            self.workers.append(self._spawn())
+
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(target=worker_main, args=(child_conn, os.getpid()), daemon=True,
@@ -226,9 +159,11 @@ class _Pool:
         self.stats["started"] += 1
         return _Worker(proc, parent_conn)
 
-    def _stop_workers(self) -> None:
-        with self.lock:
-            workers, self.workers = self.workers, []
+    def _respawn(self) -> None:
+        self.workers.append(self._spawn())
+        self.stats["restarts"] += 1
+
+    def _stop(self, workers: list[_Worker]) -> None:
         for w in workers:
             try:
                 w.conn.send(("stop",))
@@ -251,91 +186,54 @@ class _Pool:
         w.proc.join(timeout=5.0)
         w.conn.close()
 
+    def _replace(self, w: _Worker) -> None:
+        self.workers.remove(w)
+        self._kill(w)
+        self._respawn()
+
     # ----------------------------------------------------------------- dispatcher thread
     def _loop(self) -> None:
         try:
-            while True:
-                with self.lock:
-                    if self.closing:
-                        break
-                    while self.incoming:
-                        self._admit(self.incoming.popleft())
-                self._dispatch()
-                waitables: list[Any] = [self._wake_r]
-                for w in self.workers:
-                    waitables += [w.conn, w.proc.sentinel]
-                ready = mpc.wait(waitables, timeout=self._next_timeout())
-                if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except OSError:
-                        pass
-                for w in list(self.workers):
-                    if w.conn in ready:
-                        self._receive(w)
-                for w in list(self.workers):
-                    if w.proc.sentinel in ready or not w.proc.is_alive():
-                        self._drain_then_bury(w)
-                self._expire()
-        except BaseException as exc:  # noqa: BLE001 -- never leave callers hanging on a dead dispatcher
-            with self.lock:
-                self.broken = self.broken or f"Processes dispatcher failed: {type(exc).__name__}: {exc}"
-                self.ready_cond.notify_all()
+            super()._loop()  # fails the calls left when it ends
         finally:
-            # `broken` or `closing` is set before this point, so `put` accepts no job after the drain below
-            self._fail_leftovers(self.broken or "Processes executor was closed before the call finished")
             self._stop_workers()
 
-    def _admit(self, job: _Job) -> None:
-        self.jobs.add(job)
-        for start, stop in chunk_bounds(job.sources.shape[0], self.n):
-            self.pending.append(_Task(job, start, stop))
-        # several calls in flight: ceil(B/n) chunks each, FIFO across calls
+    def _serve(self) -> None:
+        while True:
+            with self.lock:
+                if self.closing:
+                    return
+                while self.incoming:
+                    self._admit(self.incoming.popleft())
+            self._dispatch()
+            waitables: list[Any] = [self._wake_r]
+            for w in self.workers:
+                waitables += [w.conn, w.proc.sentinel]
+            ready = mpc.wait(waitables, timeout=self._next_timeout())
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
+            for w in list(self.workers):
+                if w.conn in ready:
+                    self._receive(w)
+            for w in list(self.workers):
+                if w.proc.sentinel in ready or not w.proc.is_alive():
+                    self._drain_then_bury(w)
+            self._expire()
 
-    def _next_timeout(self) -> float | None:
-        deadlines = [j.deadline for j in self.jobs if j.deadline is not None and not j.batch.finished]
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
+    def _send(self, w: _Worker, task: Task) -> None:
+        w.task_id = next(self.ids)
+        super()._send(w, task)
 
-    def _dispatch(self) -> None:
-        for w in self.workers:
-            if w.task is not None:
-                continue
-            task = self._next_task()
-            if task is None:
-                return
-            self._send(w, task)
-
-    def _next_task(self) -> _Task | None:
-        while self.pending:
-            task = self.pending.popleft()
-            if not task.job.batch.finished:
-                return task
-            self._maybe_release(task.job)
-        return None
-
-    def _send(self, w: _Worker, task: _Task) -> None:
-        job = task.job
-        # mirror of the worker's LRU of built solvers; if they ever disagree the worker answers "need"
-        known = job.key in w.known
-        w.known[job.key] = True
-        w.known.move_to_end(job.key)
-        if len(w.known) > CACHE_SIZE:
-            w.known.popitem(last=False)
-        w.task, w.task_id = task, next(self.ids)
-        job.inflight += 1
-        task.attempts += 1
-        self.stats["tasks"] += 1
-        self._post(w, task, with_spec=not known)
-
-    def _post(self, w: _Worker, task: _Task, with_spec: bool) -> None:
-        job = task.job
+    def _post(self, w: _Worker, task: Task, with_spec: bool) -> None:
+        job: _Job = task.job  # type: ignore[assignment]
         if job.shm is not None:
-            payload = ("shm", job.shm.name, job.sources.dtype.str, job.sources.shape, task.start, task.stop)
+            payload = ("shm", job.shm.name, job.x.dtype.str, job.x.shape, task.start, task.stop)
             out_bytes: int | None = self.shm_bytes // self.n
         else:
-            payload = job.sources[task.start:task.stop]
+            payload = job.x[task.start:task.stop]
             out_bytes = None
         try:
             w.conn.send(("task", w.task_id, job.key, job.blob if with_spec else None, payload, out_bytes))
@@ -353,7 +251,7 @@ class _Pool:
             w.ready = True
             self.startup_failures = 0
             with self.lock:
-                self.ready_cond.notify_all()
+                self.changed.notify_all()  # wait_ready
             return True
         task_id, body = msg[1], msg[2:]
         task = w.task
@@ -363,17 +261,12 @@ class _Pool:
         if kind == "need":  # the worker no longer holds this spec: send the task again with it
             self._post(w, task, with_spec=True)
             return True
-        w.task = None
-        job = task.job
-        job.inflight -= 1
         if kind == "ok":
-            y = _unpack(body[0])
-            job.batch.add(task.start, y)
+            self._complete(w, task, y=_unpack(body[0]))
         else:
             exc = pickle.loads(body[0])
             exc.__cause__ = _RemoteTraceback(body[1])
-            job.batch.fail(exc, offset=task.start)
-        self._maybe_release(job)
+            self._complete(w, task, error=exc)
         return True
 
     def _drain_then_bury(self, w: _Worker) -> None:
@@ -391,70 +284,21 @@ class _Pool:
         w.conn.close()
         self.stats["died"] += 1
         if not w.ready:
-            self.startup_failures += 1
-            if self.startup_failures >= _MAX_STARTUP_FAILURES:
-                reason = (f"Processes workers die on start-up ({describe_exit(code)}, {self.startup_failures} in a "
-                          "row). With start_method='spawn' or 'forkserver' the main module is re-imported in each "
-                          "worker: guard the script's entry point with `if __name__ == '__main__':` and make the "
-                          "solver's class importable.")
-                with self.lock:
-                    self.broken = reason
-                    self.ready_cond.notify_all()
-                raise RuntimeError(reason)
+            self._startup_failure(lambda count: (
+                f"Processes workers die on start-up ({describe_exit(code)}, {count} in a row). With "
+                "start_method='spawn' or 'forkserver' the main module is re-imported in each worker: guard the "
+                "script's entry point with `if __name__ == '__main__':` and make the solver's class importable."))
         if not self.closing:
-            self.workers.append(self._spawn())
-            self.stats["restarts"] += 1
-        task = w.task
-        if task is None:
-            return
-        job = task.job
-        job.inflight -= 1
-        if job.batch.finished:
-            self._maybe_release(job)
-            return
-        if not w.ready:  # died before reading anything: not the task's fault
-            task.attempts -= 1
-            self.pending.appendleft(task)
-            return
-        if task.attempts <= self.retries:
-            # solve the chunk again, one instance per task, so a reproducible crash names its instance
-            self.stats["retries"] += 1
-            for i in reversed(range(task.start, task.stop)):
-                self.pending.appendleft(_Task(job, i, i + 1, attempts=task.attempts, retry=True))
-            return
-        job.batch.fail(WorkerCrashed(job.batch.label, task.start, task.stop, w.proc.pid, code, task.attempts))
-        self._maybe_release(job)
+            self._respawn()
+        if w.task is not None:
+            self._lost(w.task, w.ready, w.proc.pid, code)
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for job in list(self.jobs):
-            if job.deadline is None or job.deadline > now or job.batch.finished:
-                continue
-            running = [w for w in self.workers if w.task is not None and w.task.job is job]
-            job.batch.fail(TimeoutError(
-                f"{job.batch.label}: {job.batch.batch} instances were not solved within timeout={job.timeout} s; "
-                f"the {len(running)} worker(s) still running them were restarted"))
-            self.stats["timeouts"] += 1
-            for w in running:
-                self.workers.remove(w)
-                self._kill(w)
-                job.inflight -= 1
-                self.workers.append(self._spawn())
-                self.stats["restarts"] += 1
-            self._maybe_release(job)
-
-    def _maybe_release(self, job: _Job) -> None:
-        if job.batch.finished and job.inflight <= 0:
-            self.jobs.discard(job)
-            self._release(job)
-
-    @staticmethod
-    def _release(job: _Job) -> None:
+    def _release(self, job: _Job) -> None:
         if job.released:
             return
         job.released = True
         if job.shm is not None:
-            job.sources = None  # type: ignore[assignment]  # drop the view before closing the segment
+            job.x = None  # type: ignore[assignment]  # drop the view before closing the segment
             try:
                 job.shm.close()
             except BufferError:
@@ -487,7 +331,7 @@ def _discard(body) -> None:
 
 
 # ===================================================================== public executor
-class Processes(Executor):
+class Processes(PoolExecutor):
     """Persistent pool of ``n`` worker processes (see module docstring).
 
     Args:
@@ -513,8 +357,7 @@ class Processes(Executor):
         timeout = check_timeout(timeout)
         if isinstance(shm_bytes, bool) or not isinstance(shm_bytes, int) or shm_bytes < 1:
             raise ValueError(f"shm_bytes must be an integer >= 1; got {shm_bytes!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
+        retries = check_retries(retries)
         self._n = n
         self.start_method = start_method
         self.timeout = timeout
@@ -532,10 +375,6 @@ class Processes(Executor):
         """Counters: ``tasks`` sent, workers ``started`` / ``died`` / ``restarts``, chunk ``retries``,
         ``timeouts``."""
         return dict(self._pool.stats)
-
-    @property
-    def closed(self) -> bool:
-        return self._pool.closing
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (empty before the first call)."""
@@ -555,47 +394,7 @@ class Processes(Executor):
     def __reduce__(self):
         return (_rebuild, (self._n, self.start_method, self.timeout, self.shm_bytes, self.retries))
 
-    def __deepcopy__(self, memo) -> Processes:
-        return self  # a pool is a shared resource, not model state
-
-    # ----------------------------------------------------------------- API
-    def submit(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> Future:
-        """Start solving ``theta [B, *E]`` on the workers; returns at once with a future of ``y [B, *Y]``
-        (on ``theta``'s device and dtype). Bad input raises ``ValueError`` here, in the caller.
-        Device-native solvers run inline on ``theta``'s device."""
-        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        if solver.device_native:
-            return completed(lambda: solver.solve(theta))
-        x = prepare_theta(solver, theta)  # [B, *E] float64, validated (ValueError here, in the caller)
-        if x.shape[0] == 0:
-            return completed(lambda: solver.solve(theta))
-        device, dtype = theta.device, theta.dtype
-        batch = BatchJob(x.shape[0], concat_finisher(lambda y: to_result(y, device, dtype)), type(solver).__name__)
-        self._put(solver_key(solver), x, batch, timeout)
-        return batch.future
-
-    def solve(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> torch.Tensor:
-        return self.submit(solver, theta, timeout=timeout).result()
-
-    def map(self, spec: SolverSpec, chunks: list[np.ndarray], *, timeout: float | None = DEFAULT) -> list[np.ndarray]:
-        """Solve each ``float64`` chunk ``[b_i, *E]`` on the workers -> ``[b_i, *Y]`` (blocking).
-
-        The chunks are joined into one batch and re-split into one task per worker; all chunks must share the
-        per-instance shape ``E``.
-        """
-        timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
-        chunks = [np.asarray(c, dtype=np.float64) for c in chunks]
-        plan = MapPlan(spec, chunks)
-        if not plan.parts:
-            return plan.finisher()([])
-        shapes = {c.shape[1:] for _, c in plan.parts}
-        if len(shapes) > 1:
-            raise ValueError(f"chunks must share the per-instance shape [b_i, *E]; got {sorted(shapes)}")
-        x = np.concatenate([c for _, c in plan.parts], axis=0)  # [sum b_i, *E]
-        batch = BatchJob(plan.batch, plan.finisher(), spec.cls_path.rpartition(".")[2])
-        self._put(spec_key(spec), x, batch, timeout)
-        return batch.future.result()
-
+    # ----------------------------------------------------------------- API (submit/solve/map: PoolExecutor)
     def _put(self, key: tuple[str, bytes], x: np.ndarray, batch: BatchJob, timeout: float | None) -> None:
         shm = None
         if x.nbytes >= self._pool.shm_bytes:
@@ -604,7 +403,7 @@ class Processes(Executor):
             view[...] = x
             x = view
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._pool.put(_Job(batch, key[0], key[1], x, shm, deadline, timeout))
+        self._pool.put(_Job(batch, key[0], key[1], x, deadline, timeout, shm=shm))
 
     def close(self) -> None:
         """Stop the workers (waits up to ~2 s, then kills them); calls not finished fail. Idempotent."""

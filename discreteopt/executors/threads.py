@@ -13,7 +13,6 @@ discarded when it ends. Use :class:`~discreteopt.executors.processes.Processes` 
 
 from __future__ import annotations
 
-import pickle
 import threading
 import weakref
 from collections import OrderedDict
@@ -24,6 +23,7 @@ import torch
 
 from ..solvers.base import Solver, SolverSpec
 from ._job import BatchJob, MapPlan, completed, concat_finisher
+from ._worker import cached_solver
 from .base import (
     DEFAULT,
     Executor,
@@ -35,8 +35,6 @@ from .base import (
     spec_key,
     to_result,
 )
-
-_CACHE_SIZE = 16
 
 
 class _State:
@@ -110,15 +108,7 @@ class Threads(Executor):
         cache: OrderedDict[str, Solver] | None = getattr(self._local, "cache", None)
         if cache is None:
             cache = self._local.cache = OrderedDict()
-        solver = cache.get(key)
-        if solver is None:
-            solver = pickle.loads(blob).build()
-            cache[key] = solver
-            if len(cache) > _CACHE_SIZE:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-        return solver
+        return cached_solver(cache, key, blob)
 
     def _run_chunk(self, job: BatchJob, key: str, blob: bytes, start: int, x: np.ndarray) -> None:
         if job.finished:  # failed or timed out meanwhile: do not waste the thread
