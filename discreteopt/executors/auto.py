@@ -108,6 +108,8 @@ class Auto(Executor):
         self._calibrations: dict[str, Calibration] = {}
         self._seen: set[str] = set()  # specs whose first (warm-up) call ran
         self._keys: dict[int, tuple[weakref.ref, str]] = {}
+        #: ``id(solver) -> (weakref, break-even)`` once the break-even of its spec is known: the hot path
+        self._known: dict[int, tuple[weakref.ref, float]] = {}
         self._lock = threading.Lock()
         self._calibrating = threading.Lock()
         self.stats = {"inline": 0, "pool": 0, "calibrations": 0}
@@ -138,6 +140,7 @@ class Auto(Executor):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float)) or not batch_size >= 1:
             raise ValueError(f"batch_size must be a number >= 1 (or math.inf); got {batch_size!r}")
         self._break_even[self._key(solver)] = float(batch_size)
+        self._known.clear()
 
     def calibration(self, solver: Solver) -> Calibration | None:
         """The last :class:`Calibration` of ``solver``'s spec, if one ran."""
@@ -154,6 +157,21 @@ class Auto(Executor):
         return self
 
     # ----------------------------------------------------------------- API
+    def _stays_inline(self, solver: Solver, theta: torch.Tensor) -> bool:
+        """Hot path: ``True`` when the break-even of ``solver``'s spec is known and ``theta``'s batch is below it
+        (one dict lookup; every other case goes through :meth:`_route`)."""
+        be = self.fixed_break_even
+        if be is None:
+            entry = self._known.get(id(solver))
+            if entry is None or entry[0]() is not solver:
+                return False
+            be = entry[1]
+        shape = getattr(theta, "shape", None)
+        if not shape or shape[0] >= be:
+            return False
+        self.stats["inline"] += 1
+        return True
+
     def _route(self, solver: Solver, theta: torch.Tensor) -> tuple[Executor | None, str | None]:
         """``(pool, key)`` when this call should run on the pool, else ``(None, key)`` (``key``: the spec's hash,
         ``None`` when no timing is needed)."""
@@ -168,6 +186,9 @@ class Auto(Executor):
         else:
             key = self._key(solver)
             be = self._break_even.get(key)
+            entry = self._keys.get(id(solver))
+            if be is not None and entry is not None:
+                self._known[id(solver)] = (entry[0], be)
         if be is not None and batch >= be:
             self.stats["pool"] += 1
             return self.pool, key
@@ -181,9 +202,9 @@ class Auto(Executor):
         if entry is not None and entry[0]() is solver:
             return entry[1]
         key = solver_key(solver)[0]
-        keys = self._keys
+        keys, known = self._keys, self._known
         try:
-            ref = weakref.ref(solver, lambda _r: keys.pop(ident, None))
+            ref = weakref.ref(solver, lambda _r: (keys.pop(ident, None), known.pop(ident, None)))
         except TypeError:  # not weak-referenceable: no cache
             return key
         keys[ident] = (ref, key)
@@ -210,17 +231,22 @@ class Auto(Executor):
             self.calibrate(solver, theta)
         except Exception as exc:  # noqa: BLE001 -- reported as a warning, the call itself succeeded
             self._break_even[key] = math.inf
+            self._known.clear()
             warnings.warn(f"Auto: calibrating {type(solver).__name__} on {self._pool!r} failed "
                           f"({type(exc).__name__}: {exc}); its calls run inline", RuntimeWarning, stacklevel=4)
 
     def submit(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> Future:
         """Route the call (see module docstring); ``timeout`` applies to pool calls only."""
+        if self._stays_inline(solver, theta):
+            return completed(lambda: solver.solve(theta))
         pool, key = self._route(solver, theta)
         if pool is None:
             return completed(lambda: self._inline(solver, theta, key))
         return pool.submit(solver, theta, **({} if timeout is DEFAULT else {"timeout": timeout}))
 
     def solve(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> torch.Tensor:
+        if self._stays_inline(solver, theta):
+            return solver.solve(theta)
         pool, key = self._route(solver, theta)
         if pool is None:
             return self._inline(solver, theta, key)
@@ -278,6 +304,7 @@ class Auto(Executor):
         result = Calibration(type(solver).__name__, n, tuple(sizes), tuple(inline_s), tuple(pool_s),
                              _break_even(sizes, inline_s, pool_s, self.margin), time.perf_counter() - t_start)
         self._break_even[key] = result.break_even
+        self._known.clear()
         self._calibrations[key] = result
         self.stats["calibrations"] += 1
         return result

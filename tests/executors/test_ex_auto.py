@@ -152,3 +152,21 @@ def test_a_failing_calibration_warns_and_keeps_the_spec_inline():
         y = auto.solve(solver, x)
     assert torch.equal(y, solver.solve(x)) and auto.break_even(solver) == math.inf
     assert torch.equal(auto.solve(solver, torch.randn(64, 3)).sum(1), torch.ones(64))  # inline from now on
+
+
+def test_changing_a_known_break_even_reroutes_the_next_call():
+    """The hot path caches each solver's break-even; setting a new one must take effect at once."""
+    pool = CountingPool()
+    auto = Auto(pool)
+    solver = GridShortestPath()
+    theta = torch.rand(3, 4, 4) + 0.5
+    auto.set_break_even(solver, 4)
+    for _ in range(2):  # the second call takes the cached path
+        assert torch.equal(auto.solve(solver, theta), solver.solve(theta))
+    assert pool.calls == 0 and auto.stats["inline"] == 2
+    auto.set_break_even(solver, 2)
+    assert torch.equal(auto.solve(solver, theta), solver.solve(theta))
+    assert pool.calls == 1
+    other = GridShortestPath()  # same spec: shares the break-even, not the cache entry
+    auto.solve(solver, theta[:1]), auto.solve(other, theta)
+    assert pool.calls == 2 and auto.stats["inline"] == 3
