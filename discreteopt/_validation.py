@@ -78,3 +78,15 @@ def check_positive(value: float, name: str) -> float:
     if not (isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
+
+
+def check_generator(generator, device: torch.device | str) -> None:
+    """Raise unless ``generator`` is ``None`` or a ``torch.Generator`` on ``device``'s type (cpu, cuda, ...)."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+    device = torch.device(device)
+    if torch.device(generator.device).type != device.type:
+        raise ValueError(f"generator lives on {generator.device} but the input on {device}; "
+                         f"create it with torch.Generator(device={str(device)!r})")

@@ -22,14 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._validation import check_positive
-
-
-def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    """Raise ``ValueError`` when ``generator`` lives on another device type than ``device``."""
-    if generator is not None and torch.device(generator.device).type != torch.device(device).type:
-        raise ValueError(f"generator must be on the input's device ({torch.device(device)}); "
-                         f"got a generator on {generator.device}")
+from .._validation import check_generator, check_positive
 
 
 class Noise(abc.ABC):

@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._validation import check_generator  # noqa: F401 -- re-exported for the estimators
 from .._validation import check_positive as _check_positive_number
+from ..noise.base import uniform_open
 
 SampleFn = Callable[[Tensor], Tensor]
 """``f``: samples ``[S, B, *E]`` -> values ``[S, B]``."""
@@ -106,21 +108,9 @@ def check_positive(value: Any, name: str) -> float:
     return _check_positive_number(value, name)
 
 
-def check_generator(generator: Any, device: torch.device) -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
-    if generator.device.type != device.type:
-        raise ValueError(f"generator lives on {generator.device} but the parameters on {device}; "
-                         f"create it with torch.Generator(device={str(device)!r})")
-
-
 def uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
     """``U(0, 1)`` samples in the open interval, on ``like``'s device and dtype (no autograd)."""
-    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
-    tiny = torch.finfo(like.dtype).tiny
-    return u.clamp(min=tiny, max=1.0 - torch.finfo(like.dtype).eps)
+    return uniform_open(shape, generator, like.device, like.dtype)
 
 
 def normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:

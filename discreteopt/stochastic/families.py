@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..noise import Gumbel, Logistic
 from ._types import check_tensor_param, uniform
 
 _NEG = -1e30  # finite "log 0": keeps gradients of log-sum-exp recursions free of NaN
@@ -347,15 +348,13 @@ class KSubset(Family):
 
 
 def _gumbel(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """``Gumbel(0, 1)`` noise ``-log(-log u)`` (no autograd)."""
-    u = uniform(shape, like, generator)
-    return -torch.log(-torch.log(u))
+    """``Gumbel(0, 1)`` noise ``-log(-log u)`` on ``like``'s device and dtype (no autograd)."""
+    return Gumbel().sample(shape, generator, like.device, like.dtype)
 
 
 def _logistic(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """``Logistic(0, 1)`` noise ``logit(u) = log u - log(1 - u)`` (no autograd)."""
-    u = uniform(shape, like, generator)
-    return torch.log(u) - torch.log1p(-u)
+    """``Logistic(0, 1)`` noise ``logit(u) = log u - log(1 - u)`` on ``like``'s device and dtype (no autograd)."""
+    return Logistic().sample(shape, generator, like.device, like.dtype)
 
 
 def as_family(family: Family | None) -> Family:
