@@ -7,9 +7,13 @@ which tensor is wrong and how.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .solvers.base import Solver
 
 ArrayLike = torch.Tensor | np.ndarray
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
@@ -90,3 +94,15 @@ def check_generator(generator, device: torch.device | str) -> None:
     if torch.device(generator.device).type != device.type:
         raise ValueError(f"generator lives on {generator.device} but the input on {device}; "
                          f"create it with torch.Generator(device={str(device)!r})")
+
+
+def validate_input(solver: Solver, theta: torch.Tensor, name: str) -> None:
+    """Type, dtype, shape and finiteness of a natural solver argument; ``ValueError`` naming ``name``."""
+    if not isinstance(theta, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {solver.theta_layout}; got {type(theta).__name__}")
+    if not theta.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype; got {theta.dtype}")
+    check_event_shape(theta, solver.event_shape(), name, solver.theta_layout)
+    check_finite(theta.detach(), name)
+    if theta.shape[0] == 0:
+        raise ValueError(f"{name} must have a non-empty batch; got shape {tuple(theta.shape)}")

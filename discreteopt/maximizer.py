@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import torch
 
-from ._validation import check_event_shape, check_finite
+from ._validation import validate_input  # noqa: F401 -- re-exported: layers and losses import it from here
 from .estimators.guards import Clamp, Guard
 from .executors.base import Executor, Inline
 from .solvers.base import Solver
@@ -83,15 +83,3 @@ class Maximizer:
 
     def backward_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda t: self(t, "backward")
-
-
-def validate_input(solver: Solver, theta: torch.Tensor, name: str) -> None:
-    """Type, dtype, shape and finiteness of a natural solver argument; ``ValueError`` naming ``name``."""
-    if not isinstance(theta, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {solver.theta_layout}; got {type(theta).__name__}")
-    if not theta.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype; got {theta.dtype}")
-    check_event_shape(theta, solver.event_shape(), name, solver.theta_layout)
-    check_finite(theta.detach(), name)
-    if theta.shape[0] == 0:
-        raise ValueError(f"{name} must have a non-empty batch; got shape {tuple(theta.shape)}")
