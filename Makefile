@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv install test test-all test-slow demo bench bench-layers bench-estimators bench-executors bench-pto bench-all lint clean
+.PHONY: venv install test test-all test-slow demo docs bench bench-layers bench-estimators bench-executors bench-pto bench-all lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/discreteopt route
+
+# API reference and guides (MkDocs + mkdocstrings), strict: any warning fails the build; output in build/site
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_solvers.py
