@@ -17,6 +17,53 @@ if TYPE_CHECKING:
 
 ArrayLike = torch.Tensor | np.ndarray
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+#: dtypes solvers, layers and losses accept; half precision is computed in a wider float and cast back
+SUPPORTED_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensor(x, name: str, layout: str) -> torch.Tensor:
+    """``x`` as a dense floating tensor with values, detached, lazy negation resolved; ``ValueError`` naming ``name``.
+
+    The dtype policy of solvers, layers and losses: ``float16``, ``bfloat16``, ``float32`` and ``float64`` are
+    accepted (half precision is computed in a wider float by the solver kernels and returned in the input's
+    dtype); integer, bool and complex tensors (a conjugate view is complex) are refused, and so are meta tensors
+    (no values), sparse and nested tensors. A negative-bit view (``torch._neg_view``) is materialised.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {layout}; got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without values); a solver needs the values: create it "
+                         f"on a real device (cpu, cuda, ...); got shape {tuple(x.shape)}")
+    if x.layout != torch.strided or x.is_nested:
+        kind = "nested" if x.is_nested else str(x.layout).replace("torch.", "")
+        raise ValueError(f"{name} must be a dense tensor of shape {layout}; got a {kind} tensor (use .to_dense())")
+    if x.dtype not in SUPPORTED_FLOATS:
+        raise ValueError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}")
+    x = x.detach()
+    return x.resolve_neg() if x.is_neg() else x
+
+
+def host_float64(x: torch.Tensor) -> np.ndarray:
+    """A checked tensor (:func:`check_tensor`) as a ``float64`` numpy array on the host (zero-copy when it already
+    is one); half precision is widened exactly. (numpy's single-threaded cast: torch's costs far more on the small
+    arrays solvers get.)"""
+    if x.device.type != "cpu":
+        x = x.cpu()
+    if x.dtype == torch.bfloat16:  # no numpy bfloat16: widen in torch (exact)
+        x = x.float()
+    return x.numpy().astype(np.float64, copy=False)
+
+
+_TO_NUMPY_DTYPE = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def host_to_tensor(y: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A host result ``y`` (``float64``) as a tensor on ``device`` with ``dtype`` (the input's)."""
+    np_dtype = _TO_NUMPY_DTYPE.get(dtype)
+    if np_dtype is not None:
+        out = torch.from_numpy(np.ascontiguousarray(y, dtype=np_dtype))
+        return out if torch.device(device).type == "cpu" else out.to(device)
+    return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
 
 
 def _describe_bad(x: ArrayLike) -> str:
@@ -34,7 +81,12 @@ def check_finite(x: ArrayLike, name: str) -> None:
     # CPU tensors are checked through their zero-copy numpy view: numpy's vectorised isfinite costs a fraction
     # of torch's per-call overhead on these small arrays. Other devices: one reduction first (NaN/inf propagate
     # through a sum, so a finite sum proves every entry finite; only a non-finite sum pays for the full test).
-    if isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS and not x.is_neg():
+    if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (a shape without values); cannot check that it is finite")
+        if x.is_neg() or x.is_conj():  # lazy views: numpy refuses them, some reductions too
+            x = x.detach().resolve_neg().resolve_conj()
+    if isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
         x = x.detach().numpy()
     if isinstance(x, torch.Tensor):
         ok = bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
@@ -79,7 +131,8 @@ def check_int_in_range(value: int, name: str, low: int, high: int) -> int:
 
 
 def check_positive(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value) and value > 0):
+    if isinstance(value, (bool, np.bool_)) or not (
+            isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
 
@@ -97,12 +150,13 @@ def check_generator(generator, device: torch.device | str) -> None:
 
 
 def validate_input(solver: Solver, theta: torch.Tensor, name: str) -> None:
-    """Type, dtype, shape and finiteness of a natural solver argument; ``ValueError`` naming ``name``."""
-    if not isinstance(theta, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {solver.theta_layout}; got {type(theta).__name__}")
-    if not theta.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype; got {theta.dtype}")
+    """Type, dtype, shape (a non-empty batch of non-empty events) and finiteness of a natural solver argument,
+    as layers and losses receive it; ``ValueError`` naming ``name``."""
+    theta = check_tensor(theta, name, solver.theta_layout)  # dtype policy: see check_tensor
     check_event_shape(theta, solver.event_shape(), name, solver.theta_layout)
-    check_finite(theta.detach(), name)
+    check_finite(theta, name)
     if theta.shape[0] == 0:
         raise ValueError(f"{name} must have a non-empty batch; got shape {tuple(theta.shape)}")
+    if theta.numel() == 0:  # a zero-size event: nothing to solve, perturb or differentiate per instance
+        raise ValueError(f"{name} must have a non-empty event shape (at least one entry per instance, "
+                         f"{solver.theta_layout}); got shape {tuple(theta.shape)}")

@@ -35,6 +35,16 @@ def test_warcraft_route_example_runs():
     assert "cost" in out.lower()
 
 
+def test_own_solver_example_checks_trains_and_matches_on_processes():
+    import re
+
+    out = _run("own_solver.py", "--steps", "20")
+    assert out.count("instances optimal among 130 spanning trees; worker recipe: ok") == 3, out
+    before, after = map(float, re.search(r"trees ([\d.]+) -> ([\d.]+)", out).groups())
+    assert after < before, out
+    assert "same trees and gradients as inline: True" in out, out
+
+
 def test_overlap_example_runs_with_a_process_pool():
     out = _run("overlap_training.py", "--device", "cpu", "--workers", "1", "--steps", "2", "--batch", "8",
                "--micro", "2", "--samples", "2")

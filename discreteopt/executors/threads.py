@@ -1,29 +1,36 @@
 """``Threads(n)``: solve chunks of the batch on ``n`` threads of the calling process.
 
 Worth it only for solvers whose kernel releases the GIL (OR-Tools back-ends, the numba Dijkstra); a pure-Python
-kernel runs no faster than :class:`~discreteopt.executors.base.Inline`. Each thread builds its own solver from
-``solver.spec()`` once (back-end models such as OR-Tools' are not shared between threads). A call of ``B``
-instances becomes ``n`` chunks of ``ceil(B/n)`` rows.
+kernel runs no faster than :class:`~discreteopt.executors.base.Inline`. A call of ``B`` instances becomes
+``min(B, n)`` chunks whose sizes differ by at most one row.
+
+In-process, like ``Inline``: the solver object is called as given, from several threads at once -- no pickling,
+no recipe, no rebuilding, so closures, lambdas (:func:`~discreteopt.solvers.from_function`) and classes defined
+in a function work. A solver with mutable per-call state must keep it per thread (the built-in OR-Tools solvers
+keep one model per thread, see :class:`~discreteopt.solvers.base.ThreadLocalBackend`).
 
 ``timeout``: the call's future fails with :class:`TimeoutError` at the deadline and chunks not yet started are
-cancelled; a chunk already running cannot be interrupted (Python threads cannot be killed) and its result is
-discarded when it ends. Use :class:`~discreteopt.executors.processes.Processes` when solves must be killable.
-:meth:`Threads.close` fails the calls still in flight (never a hang) and waits for running chunks.
+dropped; a chunk already running cannot be interrupted (Python threads cannot be killed): it finishes in the
+background and its result is discarded. The threads are daemon threads, so such a solve -- even one that never
+returns -- blocks neither :meth:`Threads.close` nor the interpreter's exit. Use
+:class:`~discreteopt.executors.processes.Processes` when solves must be killable.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import weakref
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 import torch
 
 from ..solvers.base import Solver, SolverSpec
 from ._job import BatchJob, MapPlan, completed, concat_finisher
-from ._worker import cached_solver
+from ._worker import lru_get
 from .base import (
     DEFAULT,
     Executor,
@@ -31,48 +38,102 @@ from .base import (
     check_workers,
     chunk_bounds,
     prepare_theta,
-    solver_key,
     spec_key,
     to_result,
 )
 
+_STOP = None  # sentinel task: the thread that takes it exits
+
 
 class _State:
-    """What the finalizer needs (no reference back to the executor, so it can be garbage collected)."""
+    """What the threads and the finalizer need (no reference back to the executor, so it can be collected)."""
 
-    def __init__(self):
+    def __init__(self, n: int):
+        self.n = n
         self.lock = threading.Lock()
-        self.pool: ThreadPoolExecutor | None = None
+        self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
         self.closed = False
         self.jobs: set[BatchJob] = set()
+        self.built: OrderedDict[str, Solver] = OrderedDict()  # solvers built by map() from specs
+
+    def admit(self, job: BatchJob) -> None:
+        """Register a call; start the threads on first use (``RuntimeError`` once closed)."""
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("Threads executor is closed")
+            if not self.threads:
+                for i in range(self.n):
+                    t = threading.Thread(target=_serve, args=(self.tasks,), daemon=True,
+                                         name=f"discreteopt-solver-{i}")
+                    t.start()
+                    self.threads.append(t)
+            self.jobs.add(job)
+        job.future.add_done_callback(lambda _f: self.forget(job))
 
     def forget(self, job: BatchJob) -> None:
         with self.lock:
             self.jobs.discard(job)
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self) -> None:
+        """Fail the calls in flight, drop queued chunks, tell idle threads to exit; never waits for a running
+        chunk (its daemon thread ends when the chunk does, or with the interpreter)."""
         with self.lock:
             self.closed = True
-            pool, self.pool = self.pool, None
             jobs, self.jobs = list(self.jobs), set()
+            threads, self.threads = self.threads, []
+            self.built.clear()
         for job in jobs:
             job.fail(RuntimeError("Threads executor was closed before the call finished"))
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+        while True:  # queued chunks belong to the failed calls: drop them
+            try:
+                self.tasks.get_nowait()
+            except queue.Empty:
+                break
+        for _ in threads:
+            self.tasks.put(_STOP)
+
+
+def _serve(tasks: queue.SimpleQueue) -> None:
+    """Body of a solver thread: run tasks until the stop sentinel."""
+    while True:
+        task = tasks.get()
+        if task is _STOP:
+            return
+        task()
 
 
 class Threads(Executor):
-    """Run solver chunks on a persistent pool of ``n`` threads (default: ``os.cpu_count()``).
+    """Run solver chunks on a persistent pool of ``n`` daemon threads of this process (default ``os.cpu_count()``).
+
+    Args:
+        n: number of threads (an integer ``>= 1``; ``None``: ``os.cpu_count()``).
+        timeout: default seconds per call (``None``: no limit); ``submit``/``solve`` take ``timeout=`` too. A call
+            past it fails with :class:`TimeoutError`; chunks still running finish in the background, their
+            results dropped.
+
+    The solver object is called as given from up to ``n`` threads at once (see the module docstring): same
+    results as ``solver.solve(theta)``, instance errors with their index in the full batch. Device-native solvers
+    and empty batches are solved in the caller. :meth:`close` (or leaving a ``with`` block) fails the calls
+    still in flight and returns at once, even while a solve is still running.
 
     Copies: ``copy.deepcopy`` shares this pool; pickling gives an unstarted pool with the same settings.
+
+    Example::
+
+        >>> import torch
+        >>> from discreteopt.solvers import GridShortestPath
+        >>> with Threads(2) as ex:
+        ...     y = ex.solve(GridShortestPath(), torch.rand(8, 5, 5) + 0.1)
+        >>> y.shape
+        torch.Size([8, 5, 5])
     """
 
     def __init__(self, n: int | None = None, *, timeout: float | None = None):
         self._n = check_workers(n, "threads")
         self.timeout = check_timeout(timeout)
-        self._local = threading.local()
-        self._state = _State()
-        self._finalizer = weakref.finalize(self, self._state.shutdown, False)
+        self._state = _State(self._n)
+        self._finalizer = weakref.finalize(self, self._state.shutdown)
 
     @property
     def n_workers(self) -> int:
@@ -92,38 +153,14 @@ class Threads(Executor):
         return self
 
     # ----------------------------------------------------------------- internals
-    def _executor(self, job: BatchJob) -> ThreadPoolExecutor:
+    def _launch(self, kernel: Callable[[np.ndarray], np.ndarray], parts: list[tuple[int, np.ndarray]],
+                job: BatchJob, timeout: float | None) -> Future:
         st = self._state
-        with st.lock:
-            if st.closed:
-                raise RuntimeError("Threads executor is closed")
-            if st.pool is None:
-                st.pool = ThreadPoolExecutor(self._n, thread_name_prefix="discreteopt-solver")
-            st.jobs.add(job)
-            pool = st.pool
-        job.future.add_done_callback(lambda _f: st.forget(job))
-        return pool
-
-    def _solver(self, key: str, blob: bytes) -> Solver:
-        cache: OrderedDict[str, Solver] | None = getattr(self._local, "cache", None)
-        if cache is None:
-            cache = self._local.cache = OrderedDict()
-        return cached_solver(cache, key, blob)
-
-    def _run_chunk(self, job: BatchJob, key: str, blob: bytes, start: int, x: np.ndarray) -> None:
-        if job.finished:  # failed or timed out meanwhile: do not waste the thread
-            return
-        try:
-            job.add(start, self._solver(key, blob).solve_numpy(x))
-        except BaseException as exc:  # noqa: BLE001 -- delivered through the job's future
-            job.fail(exc, offset=start)
-
-    def _launch(self, key: tuple[str, bytes], x_parts: list[tuple[int, np.ndarray]], job: BatchJob,
-                timeout: float | None) -> Future:
-        pool = self._executor(job)
-        futures = [pool.submit(self._run_chunk, job, key[0], key[1], start, x) for start, x in x_parts]
+        st.admit(job)
+        for start, x in parts:
+            st.tasks.put(lambda start=start, x=x: _run_chunk(job, kernel, start, x))
         if timeout is not None:
-            timer = threading.Timer(timeout, _expire, args=(job, futures, timeout))
+            timer = threading.Timer(timeout, _expire, args=(job, timeout))
             timer.daemon = True
             timer.start()
             job.future.add_done_callback(lambda _f: timer.cancel())
@@ -131,41 +168,56 @@ class Threads(Executor):
 
     # ----------------------------------------------------------------- API
     def submit(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> Future:
+        """Start solving ``theta [B, *E]`` on the threads; returns a future of ``y [B, *Y]`` (``theta``'s device and
+        dtype). Bad input raises ``ValueError`` here, in the caller."""
         timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         if solver.device_native:
             return completed(lambda: solver.solve(theta))
-        x = prepare_theta(solver, theta)  # [B, *E] float64, validated here (ValueError in the caller)
+        x = prepare_theta(solver, theta, ship=False)  # [B, *E] float64, validated (ValueError in the caller)
         if x.shape[0] == 0:
             return completed(lambda: solver.solve(theta))
         device, dtype = theta.device, theta.dtype
-        job = BatchJob(x.shape[0], concat_finisher(lambda y: to_result(y, device, dtype)),
-                       type(solver).__name__)
+        job = BatchJob(x.shape[0], concat_finisher(lambda y: to_result(y, device, dtype)), type(solver).__name__)
         parts = [(s, x[s:e]) for s, e in chunk_bounds(x.shape[0], self._n)]  # [b_i, *E] views
-        return self._launch(solver_key(solver), parts, job, timeout)
+        # input validated above: the chunks go to the solver's kernel (output still checked)
+        return self._launch(solver._run_numpy, parts, job, timeout)
 
     def solve(self, solver: Solver, theta: torch.Tensor, *, timeout: float | None = DEFAULT) -> torch.Tensor:
         return self.submit(solver, theta, timeout=timeout).result()
 
     def map(self, spec: SolverSpec, chunks: list[np.ndarray], *, timeout: float | None = DEFAULT) -> list[np.ndarray]:
+        """Solve each ``float64`` chunk ``[b_i, *E]`` with the solver built from ``spec`` (once, then kept for later
+        calls of an equal spec) -> ``[b_i, *Y]``."""
         timeout = self.timeout if timeout is DEFAULT else check_timeout(timeout)
         plan = MapPlan(spec, [np.asarray(c, dtype=np.float64) for c in chunks])
         if not plan.parts:
             return plan.finisher()([])
+        key = spec_key(spec)[0]
+        with self._state.lock:
+            solver = lru_get(self._state.built, key, spec.build)
         job = BatchJob(plan.batch, plan.finisher(), spec.cls_path.rpartition(".")[2])
-        return self._launch(spec_key(spec), plan.parts, job, timeout).result()
+        return self._launch(solver.solve_numpy, plan.parts, job, timeout).result()  # validates the chunks
 
     def close(self) -> None:
-        """Fail the calls still in flight, wait for running chunks and stop the threads. Idempotent."""
+        """Fail the calls still in flight and stop the threads; returns at once (a chunk still running finishes
+        in its daemon thread, its result dropped). Idempotent."""
         self._finalizer.detach()
-        self._state.shutdown(wait=True)
+        self._state.shutdown()
+
+
+def _run_chunk(job: BatchJob, kernel: Callable[[np.ndarray], np.ndarray], start: int, x: np.ndarray) -> None:
+    if job.finished:  # failed, closed or timed out meanwhile: do not waste the thread
+        return
+    try:
+        job.add(start, kernel(x))
+    except BaseException as exc:  # noqa: BLE001 -- delivered through the job's future
+        job.fail(exc, offset=start)
 
 
 def _rebuild(n: int, timeout: float | None) -> Threads:
     return Threads(n, timeout=timeout)
 
 
-def _expire(job: BatchJob, futures: list[Future], timeout: float) -> None:
-    for f in futures:
-        f.cancel()
+def _expire(job: BatchJob, timeout: float) -> None:
     job.fail(TimeoutError(f"{job.label}: {job.batch} instances were not solved within timeout={timeout} s "
                           "(Threads: chunks already running finish in the background, their results are dropped)"))
