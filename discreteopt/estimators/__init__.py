@@ -7,14 +7,15 @@ All estimators work in the max convention ``y*(theta) = argmax_y <theta, y>``; t
 from .aimle import AIMLE
 from .base import Estimator
 from .baselines import Baseline, LeaveOneOut, MAPBaseline
-from .guards import Clamp, Guard, Raise, Shift
+from .guards import Auto, Clamp, Guard, GuardWarning, Raise, Shift
 from .imle import IMLE, TargetDistribution
 from .interpolation import Interpolation
+from .negative_identity import NegativeIdentity
 from .perturbed import PerturbedOptimizer
 from .score_function import ScoreFunction
 from .straight_through import StraightThrough
 
 __all__ = [
-    "AIMLE", "Baseline", "Clamp", "Estimator", "Guard", "IMLE", "Interpolation", "LeaveOneOut", "MAPBaseline",
-    "PerturbedOptimizer", "Raise", "ScoreFunction", "Shift", "StraightThrough", "TargetDistribution",
+    "AIMLE", "Auto", "Baseline", "Clamp", "Estimator", "Guard", "GuardWarning", "IMLE", "Interpolation", "LeaveOneOut", "MAPBaseline",
+    "NegativeIdentity", "PerturbedOptimizer", "Raise", "ScoreFunction", "Shift", "StraightThrough", "TargetDistribution",
 ]

@@ -35,19 +35,58 @@ from typing import Any
 import torch
 
 from .._validation import check_positive
-from .base import mean_samples
+from .base import check_bool, mean_samples
 from .imle import IMLE, TargetDistribution
 
 
 class AIMLE(IMLE):
-    """I-MLE with ``lam`` adapted to a ``target`` number of non-zero gradient entries per sample."""
+    """I-MLE with ``lam`` adapted to a ``target`` number of non-zero gradient entries per sample.
+
+    Args:
+        target: desired mean number ``> 0`` of non-zero entries of ``y_s - y'_s`` per sample (default 1).
+        samples: ``S >= 1`` per instance (default 1).
+        noise: as for :class:`~discreteopt.estimators.imle.IMLE` (default ``"gumbel"``; ``None``: deterministic).
+        initial_lam: starting step, in ``[lam_min, lam_max]`` (default 1).
+        eta: adaptation rate ``> 0`` of the multiplicative update (default 0.1).
+        momentum: weight in ``(0, 1]`` of the newest count in the running average (default 0.1).
+        two_sided: central differences ``(y*(.. + lam g) - y*(.. - lam g)) / (2 lam)`` (``2 B S`` backward solves).
+        relative: step ``lam * ||theta_b|| / ||g_bs||`` (``lam`` a fraction of ``||theta||``).
+        lam_min, lam_max: bounds ``0 < lam_min <= lam_max`` of the adapted step (default ``1e-3``, ``1e3``).
+        divide_by_lam: divide by the step (default; ``False``: torch-imle's convention).
+        target_distribution: the :class:`~discreteopt.estimators.imle.TargetDistribution` (default
+            ``alpha = beta = 1``).
+        scale: noise scale ``> 0`` (perturbation ``scale * eps``), as for IMLE.
+
+    Shapes and solver calls: as :class:`~discreteopt.estimators.imle.IMLE` (``2 B S`` backward solves when
+    ``two_sided``). State: ``lam`` and ``running_nonzero`` (saved with the layer's ``state_dict``).
+
+    Formula (after each backward; ``n_t`` = mean non-zero count per sample)::
+
+        m_t = (1 - momentum) m_{t-1} + momentum n_t,   lam <- clip(lam exp(eta (target - m_t) / target))
+
+    Reference: Minervini, Franceschi & Niepert, "Adaptive Perturbation-Based Gradient Estimation for Discrete
+    Latent Variable Models", AAAI 2023.
+
+    Example::
+
+        >>> import discreteopt as do
+        >>> est = AIMLE(target=2.0, samples=4)
+        >>> layer = do.DiscreteLayer(do.solvers.TopK(3), est, seed=0)
+        >>> layer(torch.randn(8, 10, requires_grad=True)).sum().backward()
+        >>> len(est.lam_history)            # lam was adapted once, after the backward pass
+        1
+    """
 
     def __init__(self, target: float = 1.0, samples: int = 1, noise="gumbel", initial_lam: float = 1.0,
                  eta: float = 0.1, momentum: float = 0.1, two_sided: bool = False, relative: bool = False,
                  lam_min: float = 1e-3, lam_max: float = 1e3, divide_by_lam: bool = True,
-                 target_distribution: TargetDistribution | None = None):
+                 target_distribution: TargetDistribution | None = None, scale: float = 1.0):
+        check_positive(initial_lam, "initial_lam")
+        if target_distribution is not None and not isinstance(target_distribution, TargetDistribution):
+            raise ValueError(f"target_distribution must be a TargetDistribution or None; "
+                             f"got {type(target_distribution).__name__}")
         super().__init__(lam=initial_lam, samples=samples, noise=noise, target=target_distribution,
-                         divide_by_lam=divide_by_lam)
+                         divide_by_lam=divide_by_lam, scale=scale)
         self.target_nonzero = check_positive(target, "target")
         self.eta = check_positive(eta, "eta")
         if isinstance(momentum, bool) or not (isinstance(momentum, (int, float)) and 0 < momentum <= 1):
@@ -55,10 +94,12 @@ class AIMLE(IMLE):
         self.momentum = float(momentum)
         self.lam_min = check_positive(lam_min, "lam_min")
         self.lam_max = check_positive(lam_max, "lam_max")
+        if self.lam_min > self.lam_max:
+            raise ValueError(f"lam_min must be <= lam_max; got lam_min={lam_min}, lam_max={lam_max}")
         if not self.lam_min <= self.lam <= self.lam_max:
             raise ValueError(f"initial_lam must be in [lam_min, lam_max] = [{lam_min}, {lam_max}]; got {initial_lam}")
-        self.two_sided = bool(two_sided)
-        self.relative = bool(relative)
+        self.two_sided = check_bool(two_sided, "two_sided")
+        self.relative = check_bool(relative, "relative")
         self.running_nonzero: float | None = None
         self._lam_history: deque[float] = deque(maxlen=10_000)
 

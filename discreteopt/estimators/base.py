@@ -27,12 +27,13 @@ order and keep the meaning of finite-difference step sizes such as I-MLE's ``lam
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .._validation import check_int_in_range
+from .._validation import check_int_in_range, check_positive
 
 Maximize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -78,6 +79,34 @@ class Estimator(abc.ABC):
 
 
 # ---------------------------------------------------------------------- helpers shared by estimators
+def check_bool(value: bool, name: str) -> bool:
+    """``value`` if it is ``True`` or ``False``; ``ValueError`` naming ``name`` otherwise (no truthiness)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
+def resolve_scale(scale: float | None, sigma: float | None, stacklevel: int = 3) -> float:
+    """The noise scale from ``scale=`` (``None``: 1.0) or its deprecated alias ``sigma=`` (``DeprecationWarning``);
+    both given -> ``ValueError``."""
+    if sigma is not None:
+        if scale is not None:
+            raise ValueError(f"pass scale= only (sigma= is its deprecated name); got scale={scale!r} and "
+                             f"sigma={sigma!r}")
+        warnings.warn("sigma= is deprecated: the noise scale is called scale= everywhere in discreteopt",
+                      DeprecationWarning, stacklevel=stacklevel)
+        return check_positive(sigma, "sigma")
+    return 1.0 if scale is None else check_positive(scale, "scale")
+
+
+def check_scale_once(scale: float, noise) -> None:
+    """``ValueError`` when both the estimator's ``scale`` and the noise's own ``scale`` differ from 1: the
+    perturbation is ``scale * eps`` with ``eps ~ noise``, so the scale would be given twice."""
+    if noise is not None and scale != 1.0 and getattr(noise, "scale", 1.0) != 1.0:
+        raise ValueError(f"scale is given twice: scale={scale} and noise={noise!r} with its own scale "
+                         f"{noise.scale}; the perturbation is scale * eps, eps ~ noise: set one of them to 1")
+
+
 def check_samples(samples: int) -> int:
     return check_int_in_range(samples, "samples", 1, 2**31)
 

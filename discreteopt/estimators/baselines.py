@@ -1,6 +1,6 @@
 """Baselines (control variates) for score-function style estimators.
 
-The score-function identity ``grad E[f(Z)] = E[f(Z) grad nu(Z)] / sigma`` holds with ``f`` replaced by
+The score-function identity ``grad E[f(Z)] = E[f(Z) grad nu(Z)] / scale`` holds with ``f`` replaced by
 ``f - b`` for any ``b`` independent of ``Z_s`` because ``E[grad nu(Z)] = 0``. A baseline maps per-sample
 values ``f [B, S]`` (and, when :attr:`needs_map` is set, the values at the unperturbed MAP solution ``[B, S]``)
 to ``b [B, S]``.
@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 
 import torch
+
+from ..stochastic.loo import loo_sum
 
 
 class Baseline(abc.ABC):
@@ -28,16 +30,25 @@ class Baseline(abc.ABC):
 
 
 class LeaveOneOut(Baseline):
-    """``b_s = mean_{j != s} f_j`` (Kool et al., 2019, "Buy 4 REINFORCE samples, get a baseline for free").
+    """``b_s = mean_{j != s} f_j`` ``[B, S]`` (Kool, van Hoof & Welling, 2019, "Buy 4 REINFORCE samples, get a
+    baseline for free").
 
-    Unbiased because ``b_s`` does not depend on ``Z_s``; needs ``S >= 2``.
+    Unbiased because ``b_s`` does not depend on ``Z_s``; needs ``S >= 2``. The sum over the other samples is an
+    exclusive prefix plus an exclusive suffix sum (:func:`discreteopt.stochastic.loo.loo_sum`), never
+    ``sum_j f_j - f_s``: that form's rounding error depends on ``f_s`` itself, which biases the estimate when one
+    sample's value dominates the others (e.g. ``f = [1e8, 1, 2]`` in float32 gives ``b_0 = 0`` instead of 1.5).
+
+    >>> est = ScoreFunction(scale=1.0, samples=8, baseline=LeaveOneOut())   # the ScoreFunction default
     """
 
     min_samples = 2
 
     def __call__(self, values, map_values):
         s = values.shape[1]
-        return (values.sum(dim=1, keepdim=True) - values) / (s - 1)  # [B, S]
+        if s < 2:
+            raise ValueError(f"the leave-one-out baseline needs at least 2 samples; got values of shape "
+                             f"{list(values.shape)} ([B, S])")
+        return loo_sum(values, dim=1) / (s - 1)  # [B, S]
 
 
 class MAPBaseline(Baseline):

@@ -1,12 +1,14 @@
 """Score-function (REINFORCE) estimator on the perturbation noise (Williams, 1992; for perturbed
 optimizers: Berthet et al., 2020, Sec. 3; baselines: Kool et al., 2019).
 
-With ``y_s = y*(theta + sigma Z_s)`` and any per-sample loss ``L(y_s)`` -- a black box is fine::
+With ``y_s = y*(theta + scale Z_s)`` and any per-sample loss ``L(y_s)`` -- a black box is fine::
 
-    grad_theta E[ L(y*(theta + sigma Z)) ] = E[ L(y*(theta + sigma Z)) grad nu(Z) ] / sigma
-                                           ~ mean_s ( L_s - b_s ) grad nu(Z_s) / sigma
+    grad_theta E[ L(y*(theta + scale Z)) ] = E[ L(y*(theta + scale Z)) grad nu(Z) ] / scale
+                                           ~ mean_s ( L_s - b_s ) grad nu(Z_s) / scale
 
-where ``grad nu = -score`` of the noise and ``b_s`` a baseline (default leave-one-out, so ``S >= 2``).
+where ``grad nu = -score`` of the noise and ``b_s`` a baseline (default leave-one-out, so ``S >= 2``). With a
+noise of its own scale ``s`` the division is by the effective scale ``scale * s`` (the noise's score carries
+``1/s``).
 
 Two ways to use it, because a layer's backward only receives ``dL/dy``, never per-sample losses:
 
@@ -16,6 +18,9 @@ Two ways to use it, because a layer's backward only receives ``dL/dy``, never pe
 * **inside a** :class:`~discreteopt.layers.DiscreteLayer` -- the per-sample loss is replaced by its
   linearisation ``<dL/dy, y_s>``, which makes the backward the perturbed-optimizer Jacobian estimate
   with the baseline (useful for a differentiable downstream loss).
+
+Choosing ``scale`` and ``samples``: as for :class:`~discreteopt.estimators.perturbed.PerturbedOptimizer`; the
+variance grows like ``1 / (scale^2 S)``, so prefer ``S >= 8`` and the leave-one-out baseline.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from .base import resolve_scale
 from .baselines import Baseline, LeaveOneOut
 from .perturbed import PerturbedOptimizer
 
@@ -31,16 +37,40 @@ _LOO = object()
 
 
 class ScoreFunction(PerturbedOptimizer):
-    """REINFORCE on ``theta + sigma Z`` with a baseline (default :class:`LeaveOneOut`)."""
+    """REINFORCE on ``theta + scale Z`` with a baseline (default :class:`LeaveOneOut`).
 
-    def __init__(self, sigma: float = 1.0, samples: int = 8, noise="normal",
-                 baseline: Baseline | None | object = _LOO):
-        super().__init__(sigma=sigma, samples=samples, noise=noise, multiplicative=False,
+    Args:
+        scale: noise scale ``> 0`` (default 1.0): perturbation ``scale * eps``, ``eps ~ noise``.
+        samples: ``S`` per instance (default 8; ``>= 2`` for the default leave-one-out baseline).
+        noise: ``"normal"`` (default), ``"gumbel"`` or a :class:`~discreteopt.noise.Noise` with a score; its own
+            ``scale`` must be 1 when ``scale != 1``.
+        baseline: :class:`LeaveOneOut` (default), :class:`~discreteopt.estimators.baselines.MAPBaseline` or ``None``.
+        sigma: deprecated name of ``scale``.
+
+    Shapes: ``theta [B, *E]``; ``losses [B, S]`` (black-box form); ``y [B, S, *Y]``.
+
+    Formula: ``grad = mean_s (L_s - b_s) grad nu(Z_s) / scale`` (module docstring).
+    Reference: Williams, "Simple statistical gradient-following algorithms", 1992; Kool et al., "Buy 4
+    REINFORCE samples, get a baseline for free!", 2019.
+
+    Example::
+
+        >>> import discreteopt as do
+        >>> layer = do.DiscreteLayer(do.solvers.Argmax(), ScoreFunction(scale=1.0, samples=8), seed=0)
+        >>> logits, reward = torch.randn(4, 5, requires_grad=True), torch.randn(5)
+        >>> loss = do.score_function_loss(layer, logits, lambda y: -(y * reward).sum(-1))  # black box: [B, S]
+        >>> loss.backward()
+    """
+
+    def __init__(self, scale: float | None = None, samples: int = 8, noise="normal",
+                 baseline: Baseline | None | object = _LOO, *, sigma: float | None = None):
+        scale = resolve_scale(scale, sigma)
+        super().__init__(scale=scale, samples=samples, noise=noise, multiplicative=False,
                          baseline=LeaveOneOut() if baseline is _LOO else baseline)
 
     def surrogate(self, theta: torch.Tensor, z: torch.Tensor, losses: torch.Tensor,
                   map_losses: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
-        """Scalar (or ``[B]``) with value ``mean_s L_s`` and gradient ``mean_s (L_s - b_s) grad nu(Z_s) / sigma``.
+        """Scalar (or ``[B]``) with value ``mean_s L_s`` and gradient ``mean_s (L_s - b_s) grad nu(Z_s) / scale``.
 
         ``theta [B, *E]`` (max convention, with autograd graph), ``z [B, S, *E]`` the noise used,
         ``losses [B, S]`` the per-sample losses (treated as constants).

@@ -20,7 +20,22 @@ from .base import Estimator
 
 
 class StraightThrough(Estimator):
-    """Straight-through gradient through ``surrogate`` (``None`` = identity)."""
+    """Straight-through gradient through ``surrogate`` (``None`` = identity).
+
+    Args:
+        surrogate: callable ``r(theta [B, *E]) -> [B, *Y]`` (same shape as ``y``) whose Jacobian replaces the
+            solver's; ``None`` (default) is the identity.
+
+    Shapes: ``theta [B, *E]`` -> ``y [B, 1, *Y]``; backward ``grad_y [B, 1, *Y] -> grad_theta [B, *E]``.
+    Formula: ``dL/dtheta = J_r(theta)^T dL/dy``.
+    Reference: Bengio, Leonard & Courville, 2013.
+
+    Example::
+
+        >>> import discreteopt as do
+        >>> est = StraightThrough(surrogate=lambda t: torch.softmax(t / 0.5, -1))
+        >>> y = do.DiscreteLayer(do.solvers.Argmax(), est)(torch.randn(3, 4, requires_grad=True))   # one-hot [3, 4]
+    """
 
     samples = 1
 

@@ -26,7 +26,24 @@ from .._validation import check_generator, check_positive
 
 
 class Noise(abc.ABC):
-    """I.i.d. element-wise noise with a ``scale`` (temperature)."""
+    """I.i.d. element-wise noise with a ``scale`` (temperature): the base class of every perturbation.
+
+    Args:
+        scale: ``> 0`` (default 1). Estimators take their own ``scale`` and perturb with ``scale * eps``; give the
+            scale in one place only (both different from 1 raises ``ValueError`` in the estimator).
+
+    Shapes: :meth:`sample` ``(shape)`` -> a tensor of ``shape`` (estimators ask for ``[B, S, *E]``);
+    :meth:`log_prob` and :meth:`score` are element-wise; :meth:`weighted_score` ``[B, S], [B, S, *E] -> [B, *E]``.
+
+    Subclasses implement ``_sample(shape, generator, device, dtype)`` and, when the density is tractable,
+    ``log_prob`` and ``score``; set ``symmetric = True`` when ``eps`` and ``-eps`` have the same law.
+    Reference: Papandreou & Yuille, 2011 (perturb-and-MAP); Berthet et al., 2020 (the score identity).
+
+    Example::
+
+        >>> from discreteopt.noise import Normal
+        >>> z = Normal().sample((2, 5, 3), generator=torch.Generator().manual_seed(0))   # [B, S, *E]
+    """
 
     #: True when ``eps`` and ``-eps`` have the same law (allows antithetic sampling)
     symmetric: bool = False
@@ -85,7 +102,17 @@ class Antithetic(Noise):
     ``sample([B, S, *E])`` draws ``eps`` for the first ``S/2`` samples and returns ``[eps, -eps]``
     concatenated along dim 1, so every perturbation comes with its mirror image. Both halves have the
     base law, so estimators stay unbiased; for the perturbed-optimizer Jacobian estimate the even part
-    of ``y*(theta + sigma Z)`` cancels exactly. ``S`` must be even.
+    of ``y*(theta + scale Z)`` cancels exactly. ``S`` must be even.
+
+    Args:
+        base: a symmetric :class:`Noise` (``Normal``, ``Logistic``); its ``scale`` is this noise's scale.
+
+    Reference: Hammersley & Morton, "A new Monte Carlo technique: antithetic variates", 1956.
+
+    Example::
+
+        >>> from discreteopt.noise import Normal
+        >>> z = Antithetic(Normal()).sample((1, 4, 3))        # z[:, 2:] == -z[:, :2]
     """
 
     def __init__(self, base: Noise):

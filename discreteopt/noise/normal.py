@@ -1,7 +1,7 @@
-"""Gaussian noise ``eps ~ N(0, sigma^2)``: ``score(eps) = -eps / sigma^2``.
+"""Gaussian noise ``eps ~ N(0, scale^2)``: ``score(eps) = -eps / scale^2``.
 
 The default of perturbed optimizers (Berthet et al., 2020): with ``nu(z) = z^2 / 2`` the Jacobian
-estimate of ``E[y*(theta + sigma Z)]`` is ``E[y*(theta + sigma Z) Z^T] / sigma``.
+estimate of ``E[y*(theta + scale Z)]`` is ``E[y*(theta + scale Z) Z^T] / scale``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,20 @@ from .base import Noise
 
 
 class Normal(Noise):
-    """Centred Gaussian with standard deviation ``scale``."""
+    """Centred Gaussian with standard deviation ``scale``; symmetric (allows ``Antithetic(Normal())``).
+
+    Args:
+        scale: standard deviation ``> 0`` (default 1). Estimators also take a ``scale``; give it in one place only.
+
+    Shapes: ``sample(shape)`` -> ``shape``; ``log_prob``/``score`` element-wise; ``weighted_score`` ``[B, S]`` and
+    ``[B, S, *E]`` -> ``[B, *E]`` without forming the score tensor.
+    Formula: ``log p(eps) = -eps^2 / (2 scale^2) - log(scale sqrt(2 pi))``, ``score(eps) = -eps / scale^2``.
+    Reference: Berthet et al., "Learning with Differentiable Perturbed Optimizers", NeurIPS 2020.
+
+    Example::
+
+        >>> eps = Normal(scale=0.5).sample((2, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    """
 
     symmetric = True
 

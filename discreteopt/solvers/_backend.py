@@ -27,6 +27,17 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def raise_overflow(solver: str, bad) -> None:
+    """Raise :class:`~discreteopt.solvers.base.InstanceError` (status ``"OVERFLOW"``) for the first instance flagged
+    in ``bad [B]`` (numpy or torch bool): the same outcome for every back-end of the shortest-path solvers."""
+    bad = bad.cpu().numpy() if isinstance(bad, torch.Tensor) else np.asarray(bad)
+    if bad.any():
+        from .base import InstanceError
+
+        raise InstanceError(solver, int(np.argmax(bad)), "OVERFLOW",
+                            "path sums overflow float64 (finite costs, but too large to add up); rescale the costs")
+
+
 def numba_kernels():
     """The compiled kernels module (imported on first use: numba's import and compile are lazy)."""
     from . import _dijkstra_numba

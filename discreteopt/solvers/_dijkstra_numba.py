@@ -25,6 +25,20 @@ The heap is then keyed by ``d`` alone (two arrays, the textbook kernel's cost) a
 the same path; instances with zero or tiny costs use the ``(d, h)`` heap. Every vertex the read-back can visit has a key below the
 target's, so the search stops when the target is popped. All kernels release the GIL (``nogil``), so a
 thread pool runs them in parallel.
+
+Acyclic graphs (:func:`dag_paths`): the same ``d`` and ``h`` by dynamic programming in topological order,
+``d[v] = min over arcs u -> v of fl(d[u] + c)`` and ``h[v] = 1 + min h[u]`` over the tight ones. Rounding is monotone
+for any sign of ``c`` (``a <= b => fl(a+c) <= fl(b+c)``), so this is the smallest left-to-right float path sum
+for negative costs too, and for non-negative costs exactly Dijkstra's labels: same read-back, same path.
+
+Overflow: path sums are float64. An instance whose target label is not finite (every path sum overflows), or,
+with a negative cost, any label on a source -> target walk overflowed (the float sum of a path through it then
+differs from its real sum), gets status :data:`OVERFLOW` in ``status[b]`` and no path; the solver raises
+:class:`~discreteopt.solvers.base.InstanceError` for it.
+
+The kernels are cached on disk (``cache=True``): a new process -- a worker of a process pool -- loads the
+compiled code instead of compiling again (~2 s). Where numba finds no writable cache directory they are
+compiled in memory instead (:func:`_njit`).
 """
 
 from __future__ import annotations
@@ -33,14 +47,29 @@ import numba
 import numpy as np
 
 _INF = np.inf
+#: ``status[b]`` values written by the kernels
+OK, OVERFLOW = 0, 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+def _njit(**options):
+    """``numba.njit(cache=True, nogil=True, **options)``, without the disk cache where numba has no writable
+    location for it (it raises ``RuntimeError`` at decoration then: read-only install, no writable home)."""
+
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(fn)
+        except RuntimeError:
+            return numba.njit(cache=False, nogil=True, **options)(fn)
+
+    return wrap
+
+
+@_njit(inline="always")
 def _less(d1, h1, d2, h2):
     return d1 < d2 or (d1 == d2 and h1 < h2)
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit()
 def _push(hd, hh, hn, size, d, h, node):
     i = size
     hd[i] = d
@@ -58,7 +87,7 @@ def _push(hd, hh, hn, size, d, h, node):
     return size + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit()
 def _pop(hd, hh, hn, size):
     size -= 1
     hd[0] = hd[size]
@@ -81,7 +110,7 @@ def _pop(hd, hh, hn, size):
     return size
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit()
 def _push_d(hd, hn, size, d, node):
     """Push onto a heap keyed by ``d`` alone (hole-moving sift-up)."""
     i = size
@@ -98,7 +127,7 @@ def _push_d(hd, hn, size, d, node):
     return size + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit()
 def _pop_d(hd, hn, size):
     """Remove the root of a heap keyed by ``d`` alone (hole-moving sift-down)."""
     size -= 1
@@ -122,7 +151,7 @@ def _pop_d(hd, hn, size):
     return size
 
 
-@numba.njit(cache=True, nogil=True)
+@_njit()
 def _needs_lex(w, b):
     """True unless every cost of instance ``b`` is > 0 and too large to be absorbed (see module docstring)."""
     lo = _INF
@@ -134,13 +163,14 @@ def _needs_lex(w, b):
     return not (lo > 0.0 and lo > total * 4.0e-16)
 
 
-@numba.njit(cache=True, nogil=True)
-def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
+@_njit()
+def grid_paths(w, sr, sc, tr, tc, dr, dc, out, status):
     """Vertex-weighted grid shortest paths for every instance (see module docstring).
 
     w: [B, H, W] non-negative float64 vertex costs (a path's cost counts every vertex on it, both ends
     included); (sr, sc) -> (tr, tc); dr, dc: [K] neighbour offsets in the fixed extraction order;
-    out: [B, H, W] zero-initialised float64, receives the 0/1 path masks.
+    out: [B, H, W] zero-initialised float64, receives the 0/1 path masks; status: [B] int64, receives
+    OK or OVERFLOW (target label not finite: no path written).
     """
     B, H, W = w.shape
     N = H * W
@@ -190,6 +220,10 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
                     hops[v] = h  # same key: the fast heap's entry stays valid
                     if lex:
                         size = _push(hd, hh, hn, size, nd, h, v)
+        if not done[t]:  # every path sum overflowed to inf: the target was never reached
+            status[b] = OVERFLOW
+            continue
+        status[b] = OK
         # read the path back from the target
         v = t
         out[b, tr, tc] = 1.0
@@ -212,13 +246,14 @@ def grid_paths(w, sr, sc, tr, tc, dr, dc, out):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def graph_paths(indptr, arc_head, arc_edge, rev_indptr, rev_arc, arc_tail, c, s, t, out):
+@_njit()
+def graph_paths(indptr, arc_head, arc_edge, rev_indptr, rev_arc, arc_tail, c, s, t, out, status):
     """Edge-weighted shortest paths on a fixed directed graph for every instance (see module docstring).
 
     Outgoing arcs in CSR (indptr [N+1], arc_head [A], arc_edge [A]: the edge whose cost the arc carries);
     incoming arcs per node (rev_indptr [N+1], rev_arc: arc ids sorted by id within a node, arc_tail [A]);
-    c: [B, E] non-negative float64 edge costs; out: [B, E] zero-initialised, receives edge indicators.
+    c: [B, E] non-negative float64 edge costs; out: [B, E] zero-initialised, receives edge indicators;
+    status: [B] int64, receives OK or OVERFLOW.
     """
     B = c.shape[0]
     N = indptr.shape[0] - 1
@@ -254,16 +289,85 @@ def graph_paths(indptr, arc_head, arc_edge, rev_indptr, rev_arc, arc_tail, c, s,
                     dist[v] = nd
                     hops[v] = h + 1
                     size = _push(hd, hh, hn, size, nd, h + 1, v)
-        v = t
-        while v != s:
+        if not done[t]:  # every path sum overflowed to inf
+            status[b] = OVERFLOW
+            continue
+        status[b] = OK
+        for u in range(N):  # tentative labels are not final: keep them out of the read-back
+            if not done[u]:
+                dist[u] = _INF
+        _read_back(rev_indptr, rev_arc, arc_tail, arc_edge, c, b, s, t, dist, hops, out)
+    return out
+
+
+@_njit()
+def _read_back(rev_indptr, rev_arc, arc_tail, arc_edge, c, b, s, t, dist, hops, out):
+    """Canonical read-back of instance ``b``: from ``t``, the first incoming arc (by arc id) that is tight with
+    ``h[u] == h[v] - 1``; marks its edge in ``out[b]``. Nodes without a final label must have ``dist = inf``."""
+    v = t
+    while v != s:
             prev = v
             for j in range(rev_indptr[v], rev_indptr[v + 1]):
                 a = rev_arc[j]
                 u = arc_tail[a]
-                if done[u] and hops[u] + 1 == hops[v] and dist[u] + c[b, arc_edge[a]] == dist[v]:
+                if hops[u] + 1 == hops[v] and dist[u] + c[b, arc_edge[a]] == dist[v]:
                     out[b, arc_edge[a]] = 1.0
                     v = u
                     break
             if v == prev:
                 raise RuntimeError("graph shortest path: no predecessor found while reading the path back")
+
+
+@_njit()
+def dag_paths(order, rev_indptr, rev_arc, arc_tail, arc_edge, useful, c, s, t, out, status):
+    """Edge-weighted shortest paths on a graph whose source -> target walks are acyclic; any sign of cost.
+
+    order: [M] the nodes on some source -> target walk in topological order (``order[0] == s``); useful: [A] bool,
+    the arcs on some source -> target walk; incoming arcs as in :func:`graph_paths`; c: [B, E] float64 edge
+    costs (negative allowed); out: [B, E] zero-initialised; status: [B] int64 (see module docstring).
+    """
+    B = c.shape[0]
+    N = rev_indptr.shape[0] - 1
+    M = order.shape[0]
+    big = np.iinfo(np.int64).max // 2
+    dist = np.empty(N)
+    hops = np.empty(N, dtype=np.int64)
+    for b in range(B):
+        dist[:] = _INF
+        hops[:] = big
+        dist[s] = 0.0
+        hops[s] = 0
+        negative = False
+        for i in range(1, M):
+            v = order[i]
+            best = _INF
+            for j in range(rev_indptr[v], rev_indptr[v + 1]):
+                a = rev_arc[j]
+                if useful[a]:
+                    w = c[b, arc_edge[a]]
+                    if w < 0.0:
+                        negative = True
+                    nd = dist[arc_tail[a]] + w
+                    if nd < best:
+                        best = nd
+            h = big
+            for j in range(rev_indptr[v], rev_indptr[v + 1]):
+                a = rev_arc[j]
+                if useful[a]:
+                    u = arc_tail[a]
+                    if dist[u] + c[b, arc_edge[a]] == best and hops[u] + 1 < h:
+                        h = hops[u] + 1
+            dist[v] = best
+            hops[v] = h
+        overflow = not np.isfinite(dist[t])
+        if negative and not overflow:
+            for i in range(M):
+                if not np.isfinite(dist[order[i]]):
+                    overflow = True
+                    break
+        if overflow:
+            status[b] = OVERFLOW
+            continue
+        status[b] = OK
+        _read_back(rev_indptr, rev_arc, arc_tail, arc_edge, c, b, s, t, dist, hops, out)
     return out

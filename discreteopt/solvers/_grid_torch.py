@@ -42,8 +42,10 @@ def _min_over_moves(padded: torch.Tensor, offsets, out: torch.Tensor, add: torch
 
 
 def grid_path_masks(costs: torch.Tensor, source: tuple[int, int], target: tuple[int, int],
-                    offsets: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """0/1 masks ``[B, H, W]`` of the canonical shortest ``source -> target`` paths for costs ``[B, H, W] >= 0``."""
+                    offsets: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(masks, overflow)``: 0/1 masks ``[B, H, W]`` of the canonical shortest ``source -> target`` paths for
+    costs ``[B, H, W] >= 0``, and ``overflow [B]`` bool, the instances whose target distance is not finite (every
+    path sum overflows float64). When any instance overflows, no path is read back and ``masks`` is ``None``."""
     b, h, w = costs.shape
     sr, sc = source
     tr, tc = target
@@ -59,6 +61,9 @@ def grid_path_masks(costs: torch.Tensor, source: tuple[int, int], target: tuple[
         if torch.equal(new, dist):
             break
         dist = new
+    overflow = ~torch.isfinite(dist[:, tr, tc])  # [B]
+    if bool(overflow.any()):  # inf + w == inf would make every move "tight": no path to read back
+        return None, overflow
 
     padded[:, 1:-1, 1:-1] = dist
     tight = torch.stack([(_shifted(padded, dr, dc, h, w) + costs == dist) for dr, dc in offsets])  # [K, B, H, W]
@@ -96,4 +101,4 @@ def grid_path_masks(costs: torch.Tensor, source: tuple[int, int], target: tuple[
         k = torch.where(active, k, len(offsets))
         r, c = r - dr_t[k], c - dc_t[k]
         mask[rows, r, c] = 1.0
-    return mask
+    return mask, overflow

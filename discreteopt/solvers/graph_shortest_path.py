@@ -1,13 +1,24 @@
 """Shortest paths on a fixed graph with per-instance edge costs.
 
-Given non-negative edge costs ``c [B, E]``, returns the edge indicator ``y [B, E]`` of a ``source -> target``
-path minimising ``<c, y>`` (``sense = "min"``). The graph is fixed at construction; only costs change per
-instance, which is the predict-then-optimise setting (Elmachtoub & Grigas, "Smart Predict, then Optimize",
-2022; PyEPO, Tang & Khalil 2022). Undirected graphs are traversed both ways at the edge's cost.
+Given edge costs ``c [B, E]``, returns the edge indicator ``y [B, E]`` of a ``source -> target`` path minimising
+``<c, y>`` (``sense = "min"``). The graph is fixed at construction; only costs change per instance, which is the
+predict-then-optimise setting (Elmachtoub & Grigas, "Smart Predict, then Optimize", 2022; PyEPO, Tang & Khalil
+2022). Undirected graphs are traversed both ways at the edge's cost.
 
-Same back-ends and canonical tie-breaking as :class:`~discreteopt.solvers.GridShortestPath`
-(numba heap Dijkstra / torch Bellman-Ford, identical paths). ``GraphShortestPath.grid(5, 5)`` builds the
-5x5 right/down grid (40 arcs) used by the shortest-path benchmarks of the predict-then-optimise literature.
+Two algorithms, chosen once from the graph at construction:
+
+* **acyclic** (``solver.acyclic``: directed, and no cycle lies on a ``source -> target`` walk -- PyEPO's grid, any
+  DAG): dynamic programming in topological order. Exact for costs of **any sign** (``min_cost = None``), so
+  negative predicted or perturbed costs need no guard and ``solve`` accepts them.
+* otherwise (a cycle, or an undirected graph): Dijkstra (numba) / Bellman-Ford (torch); costs must be ``>= 0``
+  (``min_cost = 0``), a negative cost raises ``ValueError`` (a negative cycle would make the problem unbounded).
+
+Both back-ends (numba, torch) return the same canonical path, bit for bit, ties included; on non-negative costs
+the acyclic algorithm returns exactly Dijkstra's path (see :mod:`discreteopt.solvers._dijkstra_numba`). Costs
+whose path sums overflow float64 (every path, or with negative costs any path) raise
+:class:`~discreteopt.solvers.base.InstanceError` with status ``"OVERFLOW"`` and the instance's index.
+``GraphShortestPath.grid(5, 5)`` builds the 5x5 right/down grid (40 arcs) used by the shortest-path benchmarks
+of the predict-then-optimise literature.
 """
 
 from __future__ import annotations
@@ -18,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._backend import NumbaOrTorch, numba_kernels, resolve_backend
-from ._dijkstra_torch import shortest_path_arcs
+from ._backend import NumbaOrTorch, numba_kernels, raise_overflow, resolve_backend
+from ._dijkstra_torch import bellman_ford, dag_labels, overflowed, read_back, topological_levels
 from .base import Solver
 
 
@@ -49,6 +60,8 @@ def _as_edge_array(graph: Any) -> tuple[np.ndarray, int, bool, list | None]:
 class GraphShortestPath(NumbaOrTorch, Solver):
     """Edge-weighted shortest path on a fixed graph: costs ``[B, E]`` -> edge indicator ``[B, E]``.
 
+    ``y*(c) = argmin_{y in P(s, t)} <c, y>`` over the edge indicators of the simple ``source -> target`` paths.
+
     Args:
         graph: a networkx ``DiGraph``/``Graph`` (edges numbered in ``graph.edges`` order, nodes in
             ``graph.nodes`` order) or an integer edge list ``[E, 2]`` of ``(tail, head)`` node ids.
@@ -56,6 +69,18 @@ class GraphShortestPath(NumbaOrTorch, Solver):
         num_nodes: number of nodes for an edge list (default: ``max id + 1``).
         directed: for an edge list, whether edges are one-way (default) or usable both ways.
         backend: ``"auto"`` (numba if installed), ``"numba"`` or ``"torch"`` (runs on the input's device).
+
+    Attributes:
+        acyclic: True when the graph is directed and no cycle lies on a ``source -> target`` walk; costs of any
+            sign are then solved exactly (``min_cost is None``), otherwise they must be ``>= 0`` (``min_cost = 0``).
+        shift_invariant: True when every ``source -> target`` path has the same number of edges.
+
+    Example::
+
+        >>> solver = GraphShortestPath.grid(5, 5)             # PyEPO's 5x5 grid, 40 arcs, acyclic
+        >>> y = solver.solve(torch.randn(8, 40))               # negative costs are fine here
+        >>> y.shape, bool((y.sum(1) == 8).all())
+        (torch.Size([8, 40]), True)
     """
 
     sense = "min"
@@ -90,6 +115,8 @@ class GraphShortestPath(NumbaOrTorch, Solver):
         if not self._reachable():
             raise ValueError(f"target={target!r} is not reachable from source={source!r} in the graph")
         self.shift_invariant = self._graded()
+        self._find_order()
+        self.min_cost = None if self.acyclic else 0.0
         self._spec_kwargs = {"graph": self.edges, "source": self.source, "target": self.target,
                              "num_nodes": self.num_nodes, "directed": self.directed, "backend": backend}
 
@@ -155,6 +182,37 @@ class GraphShortestPath(NumbaOrTorch, Solver):
                     todo.append(v)
         return hops
 
+    def _useful_arcs(self) -> np.ndarray:
+        """``[A]`` bool: the arcs that lie on some ``source -> target`` walk."""
+        from_s = self._hops(self.source, self._tail, self._head)
+        to_t = self._hops(self.target, self._head, self._tail)
+        return (from_s[self._tail] >= 0) & (to_t[self._head] >= 0)
+
+    def _find_order(self) -> None:
+        """Sets ``acyclic``, and for acyclic graphs the topological order of the nodes on ``source -> target``
+        walks (Kahn's algorithm on the useful arcs) and the arc groups of the torch back-end."""
+        useful = self._useful_arcs()
+        self.acyclic, self._order, self._useful, self._levels = False, None, useful, None
+        if not self.directed:
+            return
+        nodes = np.unique(np.concatenate([[self.source], self._tail[useful], self._head[useful]]))
+        indeg = np.bincount(self._head[useful], minlength=self.num_nodes)
+        order, todo = [], deque([self.source]) if indeg[self.source] == 0 else deque()
+        while todo:
+            u = todo.popleft()
+            order.append(u)
+            for a in range(self._indptr[u], self._indptr[u + 1]):
+                if useful[a]:
+                    v = int(self._head[a])
+                    indeg[v] -= 1
+                    if indeg[v] == 0:
+                        todo.append(v)
+        if len(order) != len(nodes):  # a cycle among the useful arcs
+            return
+        self.acyclic = True
+        self._order = np.asarray(order, dtype=np.int64)
+        self._levels = topological_levels(self._order, self._tail, self._head, useful)
+
     def _graded(self) -> bool:
         """True when every source -> target path has the same number of edges (so ``Shift()`` is exact).
 
@@ -179,16 +237,34 @@ class GraphShortestPath(NumbaOrTorch, Solver):
 
     def _solve_numba(self, theta: np.ndarray) -> np.ndarray:
         out = np.zeros(theta.shape, dtype=np.float64)
-        numba_kernels().graph_paths(self._indptr, self._head, self._edge, self._rev_indptr, self._rev_arc,
-                                    self._tail, np.ascontiguousarray(theta, dtype=np.float64),
-                                    self.source, self.target, out)
+        status = np.zeros(theta.shape[0], dtype=np.int64)
+        costs = np.ascontiguousarray(theta, dtype=np.float64)
+        kernels = numba_kernels()
+        if self.acyclic:
+            kernels.dag_paths(self._order, self._rev_indptr, self._rev_arc, self._tail, self._edge, self._useful,
+                              costs, self.source, self.target, out, status)
+        else:
+            kernels.graph_paths(self._indptr, self._head, self._edge, self._rev_indptr, self._rev_arc,
+                                self._tail, costs, self.source, self.target, out, status)
+        raise_overflow(type(self).__name__, status != kernels.OK)
         return out
 
     def _solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
         dev = theta.device
         tail, head, edge = (torch.from_numpy(a).to(dev) for a in (self._tail, self._head, self._edge))
         costs = theta.to(torch.float64)
-        on_path = shortest_path_arcs(tail, head, costs[:, edge], self.num_nodes, self.source, self.target)  # [B, A]
+        arc_cost = costs[:, edge]  # [B, A]
+        if self.acyclic:
+            levels = [torch.from_numpy(a).to(dev) for a in self._levels]
+            dist, hops = dag_labels(levels, tail, head, arc_cost, self.num_nodes, self.source)  # [B, N] each
+            useful = torch.from_numpy(self._useful).to(dev)
+            negative = (arc_cost[:, useful] < 0).any(dim=1)  # [B]
+            bad = overflowed(dist, self.target, negative, torch.from_numpy(self._order).to(dev))
+        else:
+            dist, hops = bellman_ford(tail, head, arc_cost, self.num_nodes, self.source)
+            bad = overflowed(dist, self.target)
+        raise_overflow(type(self).__name__, bad)
+        on_path = read_back(tail, head, arc_cost, dist, hops, self.source, self.target)  # [B, A]
         y = torch.zeros_like(costs)
         rows, arcs = on_path.nonzero(as_tuple=True)
         y[rows, edge[arcs]] = 1.0

@@ -17,8 +17,11 @@ Back-ends (same canonical path, bit for bit, ties and zero costs included -- see
   (:mod:`discreteopt.solvers._grid_torch`); runs on the input's device (GPU-native).
 
 ``"auto"`` picks numba on CPU inputs and torch for inputs already on a GPU.
-Costs must be finite and ``>= 0`` (``min_cost = 0``): Dijkstra is wrong with negative costs, so a
-``ValueError`` is raised; perturbed costs are guarded by the layer (clamp/shift), not here.
+Costs must be finite and ``>= 0`` (``min_cost = 0``): the grid graph has cycles, so a negative cost has no exact
+answer here (negative cycles); a ``ValueError`` is raised. Perturbed costs are guarded by the layer (see
+:mod:`discreteopt.estimators.guards`: the default clamps them visibly, with a warning and counters), not here.
+Costs whose every path sum overflows float64 raise :class:`~discreteopt.solvers.base.InstanceError` with status
+``"OVERFLOW"`` in both back-ends.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int_in_range
-from ._backend import NumbaOrTorch, numba_kernels, resolve_backend
+from ._backend import NumbaOrTorch, numba_kernels, raise_overflow, resolve_backend
 from ._grid_torch import grid_path_masks
 from .base import Solver
 
@@ -114,13 +117,18 @@ class GridShortestPath(NumbaOrTorch, Solver):
         b, h, w = theta.shape
         sr, sc, tr, tc = self._cells(h, w)
         out = np.zeros((b, h, w), dtype=np.float64)
-        numba_kernels().grid_paths(np.ascontiguousarray(theta, dtype=np.float64), sr, sc, tr, tc,
-                                   self._dr, self._dc, out)
+        status = np.zeros(b, dtype=np.int64)
+        kernels = numba_kernels()
+        kernels.grid_paths(np.ascontiguousarray(theta, dtype=np.float64), sr, sc, tr, tc,
+                           self._dr, self._dc, out, status)
+        raise_overflow(type(self).__name__, status != kernels.OK)
         return out
 
     def _solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
         sr, sc, tr, tc = self._cells(theta.shape[1], theta.shape[2])
-        return grid_path_masks(theta.to(torch.float64), (sr, sc), (tr, tc), _OFFSETS[self.neighbourhood])
+        mask, overflow = grid_path_masks(theta.to(torch.float64), (sr, sc), (tr, tc), _OFFSETS[self.neighbourhood])
+        raise_overflow(type(self).__name__, overflow)
+        return mask
 
     def is_feasible(self, y) -> np.ndarray:
         """A mask is feasible when it is a simple ``source -> target`` path in the grid graph."""

@@ -90,7 +90,7 @@ EXACT_CASES = [  # (solver, exact marginal map of Gumbel perturb-and-MAP)
 @pytest.mark.parametrize("solver, marginals", EXACT_CASES, ids=["argmax", "topk"])
 def test_perturbed_optimizer_with_gumbel_noise_matches_the_exact_marginals_and_jacobian(solver, marginals):
     r = 3000
-    layer = do.DiscreteLayer(solver, PerturbedOptimizer(sigma=1.0, samples=4, noise=Gumbel()), seed=1)
+    layer = do.DiscreteLayer(solver, PerturbedOptimizer(scale=1.0, samples=4, noise=Gumbel()), seed=1)
     y, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
     assert_mean_close(y, marginals(THETA4))  # E[y*(theta + Z)] = softmax / Plackett-Luce marginals
     assert_mean_close(grad, jvp_exact(marginals, THETA4, G4))  # J^T g of the smoothed map
@@ -99,7 +99,7 @@ def test_perturbed_optimizer_with_gumbel_noise_matches_the_exact_marginals_and_j
 @pytest.mark.parametrize("solver, marginals", EXACT_CASES, ids=["argmax", "topk"])
 def test_score_function_with_leave_one_out_is_unbiased_for_the_jacobian(solver, marginals):
     r = 3000
-    layer = do.DiscreteLayer(solver, ScoreFunction(sigma=1.0, samples=4, noise=Gumbel()), seed=2)
+    layer = do.DiscreteLayer(solver, ScoreFunction(scale=1.0, samples=4, noise=Gumbel()), seed=2)
     _, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
     assert_mean_close(grad, jvp_exact(marginals, THETA4, G4))
 
@@ -126,7 +126,7 @@ def test_score_function_loss_is_unbiased_for_a_black_box_loss():
     r = 3000
     for baseline in (None, MAPBaseline()):
         kw = {} if baseline is None else {"baseline": baseline}
-        layer = do.DiscreteLayer(Argmax(), ScoreFunction(sigma=1.0, samples=4, noise=Gumbel(), **kw), seed=4)
+        layer = do.DiscreteLayer(Argmax(), ScoreFunction(scale=1.0, samples=4, noise=Gumbel(), **kw), seed=4)
         x = rows(THETA4, r).requires_grad_(True)
         per_row = do.score_function_loss(layer, x, loss_fn, reduction="none")  # [R]
         (grad,) = torch.autograd.grad(per_row.sum(), x)
@@ -146,7 +146,7 @@ def _fd_case(solver, theta, sigma, multiplicative, r, h_value, h_jac, seed):
     ndim = theta.ndim
 
     def est():
-        return PerturbedOptimizer(sigma=sigma, samples=4, multiplicative=multiplicative)
+        return PerturbedOptimizer(scale=sigma, samples=4, multiplicative=multiplicative)
 
     def smoothed(t):  # y_sigma(t) with common random numbers (same seed -> same Z)
         return do.DiscreteLayer(solver, est(), seed=seed + 2)(t)
@@ -288,3 +288,186 @@ def test_antithetic_noise_and_baselines_reduce_the_variance_of_the_perturbed_jac
             assert bool(((means - reference).abs() <= Z * se + 1e-12).all())
     for name in ("antithetic", "map", "loo"):
         assert variances[name] < 0.5 * variances["plain"], variances
+
+
+# --------------------------------------------------------------------------- the noise scale: one name, one place
+@pytest.mark.parametrize("solver, marginals", EXACT_CASES, ids=["argmax", "topk"])
+@pytest.mark.parametrize("where", ["estimator", "noise"])
+def test_scale_other_than_one_divides_by_the_effective_scale(solver, marginals, where):
+    # Gumbel perturbation of scale 2 = Gumbel-max at temperature 2: E[y] = m(theta / 2), J^T g of that map
+    r, scale = 3000, 2.0
+    kw = {"scale": scale, "noise": Gumbel()} if where == "estimator" else {"noise": Gumbel(scale=scale)}
+    smoothed = lambda t: marginals(t / scale)  # noqa: E731
+    layer = do.DiscreteLayer(solver, PerturbedOptimizer(samples=4, **kw), seed=21)
+    y, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
+    assert_mean_close(y, smoothed(THETA4))
+    assert_mean_close(grad, jvp_exact(smoothed, THETA4, G4))
+    layer = do.DiscreteLayer(solver, ScoreFunction(samples=4, **kw), seed=22)
+    _, grad = layer_grad(layer, rows(THETA4, r), rows(G4, r))
+    assert_mean_close(grad, jvp_exact(smoothed, THETA4, G4))
+
+
+@pytest.mark.parametrize("multiplicative", [False, True])
+def test_estimator_scale_and_noise_scale_give_the_same_perturbation(multiplicative):
+    """``scale=s`` with a unit noise and ``noise=Normal(scale=s)`` are one perturbation: same samples (same seed),
+    same forward, same gradient (the multiplicative mean correction uses the effective scale)."""
+    theta = 1.0 + torch.rand(4, 6, generator=_gen(30), dtype=torch.float64)
+    g = torch.randn(4, 6, generator=_gen(31), dtype=torch.float64)
+    out = []
+    for est in (PerturbedOptimizer(scale=0.3, samples=6, multiplicative=multiplicative),
+                PerturbedOptimizer(samples=6, noise=Normal(scale=0.3), multiplicative=multiplicative)):
+        out.append(layer_grad(do.DiscreteLayer(TopK(2), est, seed=5), theta, g))
+        if multiplicative:  # the log-normal factor has mean 1 whatever carries the scale
+            z = Normal(scale=est.noise.scale).sample((200_000,), _gen(9), dtype=torch.float64)
+            assert abs(float(est.factor(z).mean()) - 1.0) < 5e-3
+    torch.testing.assert_close(out[0][0], out[1][0])
+    torch.testing.assert_close(out[0][1], out[1][1])
+    # I-MLE: perturbation scale * eps, the target reuses it
+    a = layer_grad(do.DiscreteLayer(TopK(2), IMLE(lam=0.5, samples=3, scale=2.0), seed=6), theta, g)
+    b = layer_grad(do.DiscreteLayer(TopK(2), IMLE(lam=0.5, samples=3, noise=Gumbel(scale=2.0)), seed=6), theta, g)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+    c = layer_grad(do.DiscreteLayer(TopK(2), IMLE(lam=0.5, samples=3), seed=6), theta, g)
+    assert not torch.equal(a[0], c[0])  # the scale is used
+
+
+def test_scale_given_twice_or_without_noise_is_rejected():
+    for make in (lambda: PerturbedOptimizer(scale=2.0, noise=Normal(scale=0.5)),
+                 lambda: ScoreFunction(scale=2.0, noise=Normal(scale=0.5)),
+                 lambda: IMLE(scale=2.0, noise=Gumbel(scale=2.0)),
+                 lambda: AIMLE(scale=0.5, noise=Gumbel(scale=3.0)),
+                 lambda: FenchelYoungLoss(TopK(2), scale=2.0, noise=Normal(scale=0.5))):
+        with pytest.raises(ValueError, match="scale is given twice"):
+            make()
+    with pytest.raises(ValueError, match="noise is None"):
+        IMLE(noise=None, scale=2.0)
+    # one place is fine: a unit estimator scale with a scaled noise, or the reverse
+    assert PerturbedOptimizer(noise=Normal(scale=0.5)).effective_scale == 0.5
+    assert PerturbedOptimizer(scale=0.5).effective_scale == 0.5
+
+
+def test_sigma_is_a_deprecated_alias_of_scale():
+    theta = torch.randn(3, 5, generator=_gen(40), dtype=torch.float64)
+    g = torch.randn(3, 5, generator=_gen(41), dtype=torch.float64)
+    for cls in (PerturbedOptimizer, ScoreFunction):
+        with pytest.warns(DeprecationWarning, match="scale"):
+            old = cls(sigma=0.7, samples=4)
+        assert old.scale == 0.7 and old.sigma == 0.7
+        a = layer_grad(do.DiscreteLayer(TopK(2), old, seed=1), theta, g)
+        b = layer_grad(do.DiscreteLayer(TopK(2), cls(scale=0.7, samples=4), seed=1), theta, g)
+        torch.testing.assert_close(a, b)
+        with pytest.raises(ValueError, match="scale= only"):
+            cls(scale=0.7, sigma=0.7)
+    with pytest.warns(DeprecationWarning):
+        fy = FenchelYoungLoss(TopK(2), sigma=0.4)
+    assert fy.layer.estimator.scale == 0.4
+    with pytest.raises(ValueError, match="scale= only"):
+        FenchelYoungLoss(TopK(2), scale=0.4, sigma=0.4)
+
+
+def test_fenchel_young_with_a_layer_rejects_estimator_arguments_and_with_a_solver_uses_them():
+    layer = do.DiscreteLayer(TopK(2), PerturbedOptimizer(scale=1.0, samples=4))
+    for kw in ({"sigma": 5.0, "samples": 100}, {"scale": 5.0}, {"noise": "gumbel"}, {"multiplicative": True},
+               {"seed": 0}, {"guard": do.estimators.Clamp()}, {"executor": do.executors.Inline()}):
+        with pytest.raises(ValueError, match="layer's estimator") as exc:
+            FenchelYoungLoss(layer, **kw)
+        assert all(k in str(exc.value) for k in kw)
+    fy = FenchelYoungLoss(TopK(2), scale=0.3, samples=7, noise="gumbel", multiplicative=True, seed=3,
+                          guard=do.estimators.Raise())
+    est = fy.layer.estimator
+    assert (est.scale, est.samples, type(est.noise).__name__, est.multiplicative) == (0.3, 7, "Gumbel", True)
+    assert isinstance(fy.layer.maximizer.guard, do.estimators.Raise) and fy.layer._seed == 3
+    assert FenchelYoungLoss(layer).layer is layer
+
+
+# --------------------------------------------------------------------------- constructor audit
+NAN, INF = float("nan"), float("inf")
+POSITIVE = [True, False, NAN, INF, -1.0, 0.0, "1", None]  # a positive finite number is expected
+COUNT = [True, 1.5, 0, -1, "2", NAN, None]  # an integer >= 1
+FLAG = ["yes", 1, 0.0, None]  # True or False, nothing truthy
+NOISE = ["cauchy", 3, 1.0]
+
+
+def _audit_cases():
+    from discreteopt.estimators import Auto, Clamp, Raise, Shift
+    from discreteopt.losses import HammingLoss, SPOPlus
+    from discreteopt.noise import Logistic
+
+    return {
+        IMLE: ({}, {"lam": POSITIVE, "samples": COUNT, "noise": NOISE, "target": ["x", 1.0],
+                    "divide_by_lam": FLAG, "scale": POSITIVE}),
+        AIMLE: ({}, {"target": POSITIVE, "samples": COUNT, "noise": NOISE, "initial_lam": POSITIVE, "eta": POSITIVE,
+                     "momentum": [True, NAN, INF, -0.1, 0.0, 1.5, "0.1", None], "two_sided": FLAG, "relative": FLAG,
+                     "lam_min": POSITIVE, "lam_max": POSITIVE + [1e-4], "divide_by_lam": FLAG,
+                     "target_distribution": ["x", 1.0], "scale": POSITIVE}),
+        TargetDistribution: ({}, {"alpha": [True, NAN, INF, "1", None], "beta": POSITIVE}),
+        Interpolation: ({}, {"lam": POSITIVE}),
+        PerturbedOptimizer: ({}, {"scale": POSITIVE[:-1], "samples": COUNT, "noise": NOISE + [None],
+                                  "multiplicative": FLAG, "baseline": ["loo", 1], "sigma": POSITIVE[:-1]}),
+        ScoreFunction: ({}, {"scale": POSITIVE[:-1], "samples": COUNT + [1], "noise": NOISE + [None],
+                             "baseline": ["loo", 1], "sigma": POSITIVE[:-1]}),
+        StraightThrough: ({}, {"surrogate": ["softmax", 3]}),
+        Gumbel: ({}, {"scale": POSITIVE}),
+        Normal: ({}, {"scale": POSITIVE}),
+        Logistic: ({}, {"scale": POSITIVE}),
+        Antithetic: ({"base": Normal()}, {"base": ["normal", Gumbel(), None]}),
+        Clamp: ({}, {"warn": FLAG}),
+        Shift: ({}, {}), Raise: ({}, {}), Auto: ({}, {}),
+        FenchelYoungLoss: ({"layer_or_solver": TopK(2)}, {
+            "layer_or_solver": ["topk", None, do.DiscreteLayer(TopK(2), IMLE())],
+            "scale": POSITIVE[:-1], "samples": COUNT[:-1], "noise": NOISE, "multiplicative": FLAG[:-1],
+            "reduction": ["avg", None], "executor": ["inline"], "guard": ["clamp"], "generator": [3],
+            "seed": [True, 1.5, "0"], "sigma": POSITIVE[:-1]}),
+        SPOPlus: ({"solver": TopK(2)}, {"solver": ["topk", None], "executor": ["inline"], "guard": ["clamp"],
+                                        "reduction": ["avg", None]}),
+        HammingLoss: ({}, {"reduction": ["avg", None]}),
+    }
+
+
+def test_every_constructor_argument_is_used_or_rejected_with_a_value_error_naming_it():
+    import inspect
+    import warnings
+
+    for cls, (required, bad) in _audit_cases().items():
+        params = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                  if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        assert set(bad) == set(params), f"{cls.__name__}: audit table misses {set(params) - set(bad)}"
+        for name, values in bad.items():
+            for value in values:
+                kw = {**required, name: value}
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    with pytest.raises(ValueError) as exc:
+                        cls(**kw)
+                assert name in str(exc.value), (cls.__name__, name, value, str(exc.value))
+
+
+def test_bool_is_not_a_number_for_any_numeric_argument():
+    # the reported inconsistency: IMLE(lam=True) was accepted while samples=True was rejected
+    for make in (lambda: IMLE(lam=True), lambda: Interpolation(lam=True), lambda: AIMLE(eta=True),
+                 lambda: PerturbedOptimizer(scale=True), lambda: Normal(scale=True),
+                 lambda: IMLE(divide_by_lam="no"), lambda: PerturbedOptimizer(multiplicative="no")):
+        with pytest.raises(ValueError):
+            make()
+
+
+# --------------------------------------------------------------------------- AIMLE running count, deterministic
+def test_aimle_running_count_and_lam_follow_the_update_rule_exactly():
+    """m_t = (1 - momentum) m_{t-1} + momentum n_t (m_0 = n_0), lam <- lam exp(eta (target - m_t) / target): a
+    deterministic run (no noise) on a hand-checked argmax where n_t is 2 or 0."""
+    momentum, eta, target = 0.25, 0.5, 1.0
+    est = AIMLE(target=target, noise=None, initial_lam=1.0, eta=eta, momentum=momentum)
+    layer = do.DiscreteLayer(Argmax(), est)
+    theta = torch.tensor([[1.0, 2.0, 0.0]], dtype=torch.float64)
+    flip = torch.tensor([[0.0, 3.0, 0.0]], dtype=torch.float64)  # theta - lam * g moves the argmax: 2 entries
+    still = torch.zeros(1, 3, dtype=torch.float64)  # no change: 0 entries
+    m, lam = None, 1.0
+    for g, n in [(flip, 2.0), (still, 0.0), (flip, 2.0), (flip, 2.0), (still, 0.0)]:
+        assert float(theta[0, 1] - lam * g[0, 1]) < 1.0 or n == 0.0  # the flip really flips at this lam
+        layer_grad(layer, theta, g)
+        m = n if m is None else (1 - momentum) * m + momentum * n
+        lam = lam * math.exp(eta * (target - m) / target)
+        assert est.running_nonzero == pytest.approx(m, rel=1e-12)
+        assert est.lam == pytest.approx(lam, rel=1e-12)
+    assert est.lam_history == pytest.approx([h for h in est.lam_history])
+    assert len(est.lam_history) == 5

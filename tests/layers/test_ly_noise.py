@@ -83,6 +83,13 @@ def test_bad_arguments_raise_value_error():
         SumOfGamma(2, n_iter=0)
     with pytest.raises(ValueError, match="dtype"):
         Normal().sample((2,), dtype=torch.int64)
+    for cls in (Gumbel, Normal, Logistic):  # a bool is not a scale (True == 1 used to pass)
+        for bad in (True, float("nan"), float("inf"), -1.0, "1"):
+            with pytest.raises(ValueError, match="scale"):
+                cls(scale=bad)
+    with pytest.raises(ValueError, match="base"):
+        Antithetic("normal")
+    assert Antithetic(Normal(scale=0.3)).scale == 0.3  # the estimator's scale check sees the base's scale
 
 
 @pytest.mark.gpu

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,8 @@ CASES = {
     "grid8": (GridShortestPath(8), (3, 4), "pos"),
     "grid4": (GridShortestPath(4, backend="torch"), (3, 3), "pos"),
     "graph5x5": (GraphShortestPath.grid(3, 3), (12,), "pos"),
+    "graph5x5_negative": (GraphShortestPath.grid(3, 3, backend="torch"), (12,), "any"),  # acyclic: any sign
+    "graph_cycle": (GraphShortestPath(nx.cycle_graph(5), 0, 2), (5,), "pos"),
     "knapsack": (Knapsack([3, 1, 4, 1, 5, 9, 2, 6], 12), (8,), "any"),
     "knapsack2d": (Knapsack(_A, [8, 9]), (6,), "any"),
     "assignment": (Assignment(), (3, 4), "any"),
@@ -27,6 +30,33 @@ CASES = {
 }
 
 
+#: grid moves written out here: the grid oracle shares no code with the solver (not its offsets either)
+MOVES = {8: [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)],
+         4: [(-1, 0), (0, -1), (0, 1), (1, 0)]}
+
+
+def grid_paths_oracle(h: int, w: int, neighbourhood: int) -> np.ndarray:
+    """Every simple top-left -> bottom-right path of an ``h x w`` grid as 0/1 masks ``[M, h, w]``: a networkx grid
+    graph (the 4 rook moves) plus, for 8 neighbours, the diagonals from the explicit list above."""
+    g = nx.grid_2d_graph(h, w)
+    if neighbourhood == 8:
+        g.add_edges_from(((r, c), (r + dr, c + dc)) for r in range(h) for c in range(w)
+                         for dr, dc in MOVES[8] if 0 <= r + dr < h and 0 <= c + dc < w)
+    masks = []
+    for path in nx.all_simple_paths(g, (0, 0), (h - 1, w - 1)):
+        m = np.zeros((h, w))
+        m[tuple(np.array(path).T)] = 1.0
+        masks.append(m)
+    return np.unique(np.stack(masks), axis=0)
+
+
+def test_grid_oracle_counts_paths():
+    # 2x2: two L's; with diagonals also the diagonal and the zig-zag through all 4 cells
+    assert len(grid_paths_oracle(2, 2, 4)) == 2 and len(grid_paths_oracle(2, 2, 8)) == 4
+    # 3x3 rook moves: 12 self-avoiding corner-to-corner walks; the two Hamiltonian S's cover the same 9 cells
+    assert len(grid_paths_oracle(3, 3, 4)) == 11
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_solver_passes_the_conformance_checker(name):
     solver, event, domain = CASES[name]
@@ -35,7 +65,11 @@ def test_every_solver_passes_the_conformance_checker(name):
     if domain == "any":
         theta = theta - 2.0
     theta[-1] = 1.0  # an instance where every solution ties
-    report = check_solver(solver, theta, solutions=enumerate_solutions(solver, event))
+    if isinstance(solver, GridShortestPath):
+        solutions = grid_paths_oracle(*event, solver.neighbourhood)
+    else:
+        solutions = enumerate_solutions(solver, event)
+    report = check_solver(solver, theta, solutions=solutions)
     assert report["checked_optimal"] == 6
 
 

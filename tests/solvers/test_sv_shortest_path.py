@@ -11,9 +11,32 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from discreteopt.solvers import GraphShortestPath, GridShortestPath
+from discreteopt.solvers.base import InstanceError
 from discreteopt.testing import check_solver, enumerate_solutions
 
 BACKENDS = ["numba", "torch"]
+#: neighbour moves written out here, independently of the solver's own offset table
+KING_MOVES = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+ROOK_MOVES = [(-1, 0), (0, -1), (0, 1), (1, 0)]
+
+
+def grid_path_masks_oracle(h: int, w: int, neighbourhood: int, s=(0, 0), t=None) -> np.ndarray:
+    """All simple source -> target paths of the h x w grid as 0/1 masks ``[M, h, w]``, from a networkx grid graph
+    plus the explicit moves above (no code shared with the solver)."""
+    t = t or (h - 1, w - 1)
+    g = nx.grid_2d_graph(h, w)  # the 4 rook moves
+    if neighbourhood == 8:
+        g.add_edges_from(((r, c), (r + dr, c + dc)) for r in range(h) for c in range(w)
+                         for dr, dc in KING_MOVES if 0 <= r + dr < h and 0 <= c + dc < w)
+    assert g.number_of_edges() == sum(1 for r in range(h) for c in range(w)
+                                      for dr, dc in (KING_MOVES if neighbourhood == 8 else ROOK_MOVES)
+                                      if 0 <= r + dr < h and 0 <= c + dc < w) // 2
+    masks = []
+    for path in nx.all_simple_paths(g, s, t):
+        m = np.zeros((h, w))
+        m[tuple(np.array(path).T)] = 1.0
+        masks.append(m)
+    return np.unique(np.stack(masks), axis=0)
 
 
 def nx_grid_cost(w: np.ndarray, neighbourhood: int, s=(0, 0), t=None) -> float:
@@ -40,7 +63,7 @@ def test_grid_conformance_and_brute_force(backend, neighbourhood):
     g = torch.Generator().manual_seed(0)
     theta = torch.rand(6, 3, 4, generator=g, dtype=torch.float64)
     theta[:3] = torch.randint(0, 3, (3, 3, 4), generator=g).double()  # ties and zero costs
-    report = check_solver(solver, theta, solutions=enumerate_solutions(solver, (3, 4)))
+    report = check_solver(solver, theta, solutions=grid_path_masks_oracle(3, 4, neighbourhood))
     assert report["checked_optimal"] == 6
 
 
@@ -161,8 +184,13 @@ def test_graph_labels_edge_list_and_errors():
         GraphShortestPath(G, "z", "c")
     with pytest.raises(ValueError, match=r"costs must have shape \[B, E\]"):
         s.solve(torch.ones(1, 4))
-    with pytest.raises(ValueError, match="non-negative"):
-        s.solve(torch.tensor([[1.0, -1.0, 1.0]]))
+    # acyclic: negative costs are solved exactly (via b: 1 - 1 = 0 < 1)
+    neg = torch.ones(1, 3)
+    neg[0, via_b[1]] = -1.0
+    assert s.solve(neg)[0, via_b].tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="non-negative"):  # a cycle: Dijkstra, costs must be >= 0
+        GraphShortestPath(nx.DiGraph([("a", "b"), ("b", "a"), ("b", "c")]), "a", "c").solve(
+            torch.tensor([[1.0, -1.0, 1.0]]))
     with pytest.raises(ValueError, match="edge list"):
         GraphShortestPath(np.array([[0.5, 1.0]]), 0, 1)
     with pytest.raises(ValueError, match="reachable"):
@@ -237,3 +265,155 @@ def test_grid_fast_and_lexicographic_heaps_give_the_canonical_path(kind):
                             graph.add_edge((r, c), (r + dr, c + dc), weight=float(w[b, r + dr, c + dc]))
         best = nx.dijkstra_path_length(graph, (0, 0), (8, 10)) + float(w[b, 0, 0])
         assert float((ys["numba"][b] * w[b]).sum()) == pytest.approx(best, rel=1e-12, abs=1e-15)
+
+
+# ---------------------------------------------------------------- acyclic graphs: exact for any sign of cost
+def random_dag(seed: int, n: int, p: float) -> nx.DiGraph:
+    """Random DAG on 0..n-1 (arcs from lower to higher ids, shuffled edge order) with 0 -> n-1 reachable."""
+    rng = np.random.default_rng(seed)
+    arcs = [(u, v) for u in range(n) for v in range(u + 1, n) if rng.random() < p]
+    arcs += [(i, i + 1) for i in range(n - 1) if (i, i + 1) not in arcs and rng.random() < 0.5]
+    arcs.append((0, n - 1)) if not arcs else None
+    rng.shuffle(arcs)
+    g = nx.DiGraph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(arcs)
+    return g
+
+
+def test_acyclicity_is_detected_on_source_target_walks():
+    assert GraphShortestPath.grid(5, 5).acyclic and GraphShortestPath.grid(5, 5).min_cost is None
+    assert not GraphShortestPath(nx.cycle_graph(6), 0, 3).acyclic  # undirected: Dijkstra
+    assert GraphShortestPath(nx.cycle_graph(6), 0, 3).min_cost == 0.0
+    cycle_on_route = np.array([[0, 1], [1, 2], [2, 1], [2, 3]])
+    assert not GraphShortestPath(cycle_on_route, 0, 3).acyclic
+    cycle_off_route = np.array([[0, 1], [1, 2], [3, 4], [4, 3], [1, 3]])  # 3 <-> 4 cannot reach the target 2
+    assert GraphShortestPath(cycle_off_route, 0, 2).acyclic
+    assert GraphShortestPath(np.array([[0, 1]]), 0, 0, num_nodes=2).acyclic  # empty path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_negative_costs_on_the_pto_grid_are_solved_exactly(backend):
+    solver = GraphShortestPath.grid(5, 5, backend=backend)
+    c = torch.randn(64, 40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)  # half negative
+    y = solver.solve(c)
+    paths = torch.from_numpy(enumerate_solutions(solver, (40,)))  # the 70 monotone paths
+    best = (paths @ c.T).min(0).values  # [B]
+    torch.testing.assert_close((y * c).sum(1), best, rtol=0, atol=1e-12)
+    assert solver.is_feasible(y.numpy()).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 9), p=st.floats(0.2, 0.7), kind=st.sampled_from(
+    ["normal", "integer", "zeros"]))
+def test_random_dags_with_negative_costs_match_brute_force_and_backends_agree(seed, n, p, kind):
+    g = random_dag(seed, n, p)
+    if not nx.has_path(g, 0, n - 1):
+        return
+    rng = np.random.default_rng(seed + 1)
+    e = g.number_of_edges()
+    c = {"normal": rng.normal(size=(4, e)), "integer": rng.integers(-2, 3, (4, e)).astype(float),
+         "zeros": rng.integers(-1, 1, (4, e)).astype(float)}[kind]
+    ys = {b: GraphShortestPath(g, 0, n - 1, backend=b).solve(torch.from_numpy(c)).numpy() for b in BACKENDS}
+    np.testing.assert_array_equal(ys["numba"], ys["torch"])
+    solver = GraphShortestPath(g, 0, n - 1)
+    assert solver.acyclic and solver.is_feasible(ys["numba"]).all()
+    sols = enumerate_solutions(solver, (e,))  # every simple path (networkx), [M, E]
+    np.testing.assert_allclose((c * ys["numba"]).sum(1), (sols @ c.T).min(0), rtol=0, atol=1e-12)
+
+
+def _dijkstra_twin(solver: GraphShortestPath) -> GraphShortestPath:
+    """The same solver forced onto the Dijkstra / Bellman-Ford path (as if the graph had a cycle)."""
+    import copy
+
+    twin = copy.copy(solver)
+    twin.acyclic, twin.min_cost = False, 0.0
+    return twin
+
+
+@pytest.mark.parametrize("kind", ["uniform", "integer_ties", "zeros", "tiny"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dag_dynamic_programming_returns_dijkstras_path_bit_for_bit_on_nonnegative_costs(kind, backend):
+    """Same canonical tie-breaking as before: on costs >= 0 the acyclic algorithm must pick exactly the path
+    Dijkstra (numba) / Bellman-Ford (torch) picks, ties, zero costs and absorbed tiny costs included."""
+    g = torch.Generator().manual_seed(11)
+    graphs = [GraphShortestPath.grid(5, 5, backend=backend),
+              GraphShortestPath(random_dag(5, 9, 0.5), 0, 8, backend=backend)]
+    for solver in graphs:
+        e = len(solver.edges)
+        c = torch.rand(128, e, generator=g, dtype=torch.float64)
+        if kind == "integer_ties":
+            c = torch.randint(1, 3, (128, e), generator=g).double()
+        elif kind == "zeros":
+            c = torch.randint(0, 2, (128, e), generator=g).double()
+        elif kind == "tiny":  # fl(d + c) == d for the tiny ones
+            c[:, ::2] = 1e-18
+        assert solver.acyclic
+        assert torch.equal(solver.solve(c), _dijkstra_twin(solver).solve(c))
+
+
+# ---------------------------------------------------------------- overflow: one outcome for every back-end
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("which", ["grid", "graph_dag", "graph_cyclic"])
+def test_path_sums_that_overflow_raise_instance_error_overflow(backend, which):
+    """Finite costs whose every path sum overflows float64: InstanceError OVERFLOW with the instance's index (was:
+    RuntimeError in numba, a mask from the torch grid, OverflowError from the torch graph back-end)."""
+    if which == "grid":
+        solver, shape = GridShortestPath(backend=backend), (6, 6)
+    elif which == "graph_dag":
+        solver, shape = GraphShortestPath.grid(5, 5, backend=backend), (40,)
+    else:
+        solver, shape = GraphShortestPath(nx.cycle_graph(6), 0, 3, backend=backend), (6,)
+    costs = torch.ones(4, *shape, dtype=torch.float64)
+    costs[2] = 1e308  # finite, but any two of them sum to inf
+    with pytest.raises(InstanceError) as exc:
+        solver.solve(costs)
+    assert exc.value.status == "OVERFLOW" and exc.value.index == 2
+    assert "overflow" in str(exc.value)
+    assert solver.solve(costs[:2]).shape == (2, *shape)  # the solver stays usable
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_negative_cost_after_an_overflowed_partial_sum_is_not_answered_silently(backend):
+    # 0 -> 1 -> 2 -> 3 sums to 1e308 (+1e308 - 1e308) but its float partial sum overflows; 0 -> 3 costs 1.5e308
+    solver = GraphShortestPath(np.array([[0, 1], [1, 2], [2, 3], [0, 3]]), 0, 3, backend=backend)
+    costs = torch.tensor([[1.0, 1.0, -1.0, 5.0], [1e308, 1e308, -1e308, 1.5e308]], dtype=torch.float64)
+    with pytest.raises(InstanceError) as exc:
+        solver.solve(costs)
+    assert exc.value.status == "OVERFLOW" and exc.value.index == 1
+    assert solver.solve(costs[:1]).tolist() == [[1.0, 1.0, 1.0, 0.0]]
+
+
+def test_grid_backends_agree_bit_for_bit_with_a_huge_source_cost():
+    """The source's cost is part of every path sum: with 1e17 there, adding costs ~1 rounds, ties appear and the
+    canonical rule (fewest hops among tight paths) decides. A back-end that leaves the source cost out finds the
+    true-cost shortest path instead and disagrees."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.rand(32, 12, 12, generator=g, dtype=torch.float64) * 8.4 + 0.8
+    w[:, 0, 0] = 1e17
+    ys = {b: GridShortestPath(backend=b).solve(w) for b in BACKENDS}
+    assert torch.equal(ys["numba"], ys["torch"])
+    # the test has teeth: without the source cost the canonical paths differ on most instances
+    w0 = w.clone()
+    w0[:, 0, 0] = 0.0
+    differ = (GridShortestPath(backend="numba").solve(w0) != ys["numba"]).flatten(1).any(1)
+    assert int(differ.sum()) >= 16
+
+
+def test_numba_kernels_fall_back_to_memory_when_no_cache_location_is_writable():
+    """cache=True makes numba raise at decoration when it has nowhere to write; the kernels then compile in memory."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    code = ("import torch\n"
+            "from discreteopt.solvers import GridShortestPath, _dijkstra_numba as k\n"
+            "assert type(k.grid_paths._cache).__name__ == 'NullCache', type(k.grid_paths._cache)\n"
+            "y = GridShortestPath(backend='numba').solve(torch.ones(1, 3, 3))\n"
+            "print(int(y.sum()))\n")
+    # IPythonCacheLocator applies to IPython cells only: no locator is available for the kernels' file
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="IPythonCacheLocator")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
