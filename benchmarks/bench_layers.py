@@ -98,13 +98,13 @@ def layer_cases() -> list[tuple[str, Callable[[], do.estimators.Estimator]]]:
         ("AIMLE(S=1)", lambda: AIMLE(samples=1)),
         ("AIMLE(two_sided, S=1)", lambda: AIMLE(samples=1, two_sided=True)),
         ("Interpolation(lam=20)", lambda: Interpolation(lam=20.0)),
-        ("PerturbedOptimizer(S=10)", lambda: PerturbedOptimizer(sigma=1.0, samples=10)),
-        ("PerturbedOptimizer(mult, S=10)", lambda: PerturbedOptimizer(sigma=0.5, samples=10, multiplicative=True)),
+        ("PerturbedOptimizer(S=10)", lambda: PerturbedOptimizer(scale=1.0, samples=10)),
+        ("PerturbedOptimizer(mult, S=10)", lambda: PerturbedOptimizer(scale=0.5, samples=10, multiplicative=True)),
         ("PerturbedOptimizer(antithetic, S=10)",
-         lambda: PerturbedOptimizer(sigma=1.0, samples=10, noise=Antithetic(Normal()))),
+         lambda: PerturbedOptimizer(scale=1.0, samples=10, noise=Antithetic(Normal()))),
         ("PerturbedOptimizer(MAP baseline, S=10)",
-         lambda: PerturbedOptimizer(sigma=1.0, samples=10, baseline=MAPBaseline())),
-        ("ScoreFunction(S=10)", lambda: ScoreFunction(sigma=1.0, samples=10)),
+         lambda: PerturbedOptimizer(scale=1.0, samples=10, baseline=MAPBaseline())),
+        ("ScoreFunction(S=10)", lambda: ScoreFunction(scale=1.0, samples=10)),
         ("StraightThrough", lambda: StraightThrough()),
     ]
 
@@ -192,7 +192,7 @@ def run_rows(batch: int, size: int, rounds: int) -> list[dict]:
         add_row(name, make_step)
 
     def make_fy(executor):
-        fy = FenchelYoungLoss(do.DiscreteLayer(solver, PerturbedOptimizer(sigma=1.0, samples=10), executor, seed=0))
+        fy = FenchelYoungLoss(do.DiscreteLayer(solver, PerturbedOptimizer(scale=1.0, samples=10), executor, seed=0))
 
         def step() -> None:
             theta = pred.clone().requires_grad_(True)

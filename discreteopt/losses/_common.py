@@ -1,10 +1,16 @@
-"""Helpers shared by the losses: reduction and argument checks."""
+"""Helpers shared by the losses: reduction, argument checks, and the autograd function of the linearised losses.
+
+:class:`LinearizedLoss` serves every loss whose gradient is a *direction* held fixed over the forward's solver
+calls (Danskin): Fenchel-Young (``E[y*(theta + scale Z)] - y_true``) and SPO+ (``2 (y*(c) - y*(2 c_hat - c))``). It
+is an ``autograd.Function`` with ``setup_context`` and a vmap rule (``torch.func``), and the custom operator
+``discreteopt::linearized_loss`` under ``torch.compile`` (see :mod:`discreteopt._ops`).
+"""
 
 from __future__ import annotations
 
 import torch
 
-from .._validation import check_finite
+from .. import _ops
 
 
 def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -23,4 +29,105 @@ def _check_like(y: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) ->
                          f"got {type(y).__name__}")
     if y.shape != ref.shape:
         raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}; got {tuple(y.shape)}")
-    check_finite(y, name)
+    if not _ops.compiling():  # values are checked inside the custom operators there
+        _ops.check_values(y, name)
+
+
+def _validate(solver, x: torch.Tensor, name: str) -> None:
+    """``validate_input`` for plain, functorch-wrapped (values of every vmapped element) and fake tensors."""
+    _ops.check_structure(solver, x, name)
+    if not _ops.compiling():
+        _ops.check_values(x, name)
+
+
+class LinearizedLoss(torch.autograd.Function):
+    """``(x, a, b, loss) -> (value [B], direction [B, *E])`` from ``loss._linearized(x, a, b)`` (storage-backed
+    tensors); the gradient is ``dvalue/dx = direction`` (``a``, ``b`` -- targets -- get none).
+
+    Second order: the backward ``grad_value * direction`` keeps its graph in ``grad_value``; ``direction`` is a
+    constant, which is exact for piecewise-linear losses (SPO+: zero Hessian almost everywhere). Losses whose
+    true Hessian is not zero (Fenchel-Young) set ``loss._second_order_refusal`` to a message: a double backward
+    then raises it.
+    """
+
+    @staticmethod
+    def forward(x, a, b, loss):
+        return loss._linearized(x, a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.loss = inputs[3]
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1], inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad_value, _grad_direction):
+        direction, x = ctx.saved_tensors
+        loss = ctx.loss
+        # a NaN/inf dL/dloss propagates to its instance, as in any torch op (no solver call in this backward)
+        grad = grad_value.reshape(-1, *([1] * (direction.ndim - 1))) * direction  # [B, 1, ...] * [B, *E]
+        message = loss._second_order_refusal
+        if message is not None and (torch.is_grad_enabled() or _ops.transformed(grad)):
+            grad = _ops.refuse_second_order(grad, x, message)
+        return grad, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, a, b, loss):
+        v = info.batch_size
+        x, a, b = (_ops.fold(_ops.to_front(t, d, v)) for t, d in zip((x, a, b), in_dims[:3], strict=True))
+        watch = _ops.RandomnessGuard(info.randomness, loss._generator_for(x.device), x.device, type(loss).__name__)
+        value, direction = LinearizedLoss.apply(x, a, b, loss)  # one forward for the V*B instances
+        watch.check()
+        return (_ops.unfold(value, v), _ops.unfold(direction, v)), (0, 0)
+
+
+class EagerLinearizedLoss(torch.autograd.Function):
+    """:class:`LinearizedLoss` with the classic ``forward(ctx, ...)`` for the eager path (no ``inspect.signature``
+    binding per call, which only ``torch.func`` needs). Same forward, same backward."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, loss):
+        out = LinearizedLoss.forward(x, a, b, loss)
+        LinearizedLoss.setup_context(ctx, (x, a, b, loss), out)
+        return out
+
+    backward = staticmethod(LinearizedLoss.backward)
+
+
+def linearized_loss(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None, loss) -> torch.Tensor:
+    """``value [B]`` of ``loss._linearized`` with gradient ``direction``: custom operator under ``torch.compile``,
+    :class:`LinearizedLoss` under ``torch.func``, :class:`EagerLinearizedLoss` otherwise."""
+    if _ops.compiling():
+        return torch.ops.discreteopt.linearized_loss(x, a, b, loss._op_id)[0]
+    if _ops.transformed(x):
+        return LinearizedLoss.apply(x, a, b, loss)[0]
+    return EagerLinearizedLoss.apply(x, a, b, loss)[0]
+
+
+class _Solve(torch.autograd.Function):
+    """``maximizer(theta_max)`` as a non-differentiable function usable under ``torch.func`` (vmap: folded)."""
+
+    @staticmethod
+    def forward(theta_max, maximizer):
+        return maximizer(theta_max)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None
+
+    @staticmethod
+    def vmap(info, in_dims, theta_max, maximizer):
+        v = info.batch_size
+        return _ops.unfold(_Solve.apply(_ops.fold(_ops.to_front(theta_max, in_dims[0], v)), maximizer), v), 0
+
+
+def solve_max(maximizer, theta_max: torch.Tensor) -> torch.Tensor:
+    """``argmax_y <theta_max, y>`` without gradient; works on functorch-wrapped tensors."""
+    if _ops.transformed(theta_max):
+        return _Solve.apply(theta_max, maximizer)
+    with torch.no_grad():
+        return maximizer(theta_max)

@@ -184,8 +184,8 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         IMLE(lam=0.0)
     with pytest.raises(ValueError, match="samples"):
         IMLE(samples=0)
-    with pytest.raises(ValueError, match="sigma"):
-        PerturbedOptimizer(sigma=-1.0)
+    with pytest.raises(ValueError, match="scale"):
+        PerturbedOptimizer(scale=-1.0)
     with pytest.raises(ValueError, match="samples must be >= 2"):
         ScoreFunction(samples=1)
     with pytest.raises(ValueError, match="noise"):

@@ -35,7 +35,7 @@ def test_fenchel_young_value_and_gradient_equal_their_formulas(name, multiplicat
     sign = -1.0 if solver.sense == "min" else 1.0
     sigma, s = 0.5, 6
     y_true = solver.solve(theta.flip(0))
-    fy = _fy(solver, seed=4, sigma=sigma, samples=s, multiplicative=multiplicative, reduction="none")
+    fy = _fy(solver, seed=4, scale=sigma, samples=s, multiplicative=multiplicative, reduction="none")
     x = theta.clone().requires_grad_(True)
     loss = fy(x, y_true)  # [B]
     (grad,) = torch.autograd.grad(loss.sum(), x)
@@ -59,7 +59,7 @@ def test_fenchel_young_passes_gradcheck_with_fixed_noise(name):
     y_true = solver.solve(theta.flip(0))
     for multiplicative in (False, True):
         def fn(t, multiplicative=multiplicative):
-            return _fy(solver, seed=5, sigma=0.5, samples=4, multiplicative=multiplicative)(t, y_true)
+            return _fy(solver, seed=5, scale=0.5, samples=4, multiplicative=multiplicative)(t, y_true)
 
         assert torch.autograd.gradcheck(fn, (theta.clone().requires_grad_(True),), eps=1e-6, atol=1e-6)
 
@@ -141,8 +141,8 @@ def test_loss_input_errors_name_the_argument():
         regret(solver, theta, y_true[:1])
     with pytest.raises(ValueError, match="y_true must have the shape"):
         HammingLoss()(y_true, y_true[:, :2])
-    with pytest.raises(ValueError, match="sigma"):
-        FenchelYoungLoss(solver, sigma=0.0)
+    with pytest.raises(ValueError, match="scale"):
+        FenchelYoungLoss(solver, scale=0.0)
     with pytest.raises(ValueError, match="no zero entry"):
         FenchelYoungLoss(solver, multiplicative=True)(torch.zeros_like(theta), y_true)
     layer = do.DiscreteLayer(solver, PerturbedOptimizer())

@@ -124,14 +124,14 @@ ESTIMATORS = {
     "aimle_two_sided": (lambda: AIMLE(samples=2, noise=Gumbel(0.5), initial_lam=1.0, two_sided=True),
                         ref_aimle_two_sided),
     "interpolation": (lambda: Interpolation(lam=1.0), ref_interpolation),
-    "perturbed": (lambda: PerturbedOptimizer(sigma=0.7, samples=8), ref_perturbed),
-    "perturbed_mult": (lambda: PerturbedOptimizer(sigma=0.7, samples=8, multiplicative=True),
+    "perturbed": (lambda: PerturbedOptimizer(scale=0.7, samples=8), ref_perturbed),
+    "perturbed_mult": (lambda: PerturbedOptimizer(scale=0.7, samples=8, multiplicative=True),
                        lambda *a: ref_perturbed(*a, multiplicative=True)),
-    "perturbed_antithetic": (lambda: PerturbedOptimizer(sigma=0.7, samples=8, noise=Antithetic(Normal())),
+    "perturbed_antithetic": (lambda: PerturbedOptimizer(scale=0.7, samples=8, noise=Antithetic(Normal())),
                              lambda *a: ref_perturbed(*a, noise=Antithetic(Normal()))),
-    "perturbed_map_baseline": (lambda: PerturbedOptimizer(sigma=0.7, samples=8, baseline=MAPBaseline()),
+    "perturbed_map_baseline": (lambda: PerturbedOptimizer(scale=0.7, samples=8, baseline=MAPBaseline()),
                                lambda *a: ref_perturbed(*a, baseline="map")),
-    "score_function": (lambda: ScoreFunction(sigma=0.7, samples=8), lambda *a: ref_perturbed(*a, baseline="loo")),
+    "score_function": (lambda: ScoreFunction(scale=0.7, samples=8), lambda *a: ref_perturbed(*a, baseline="loo")),
     "straight_through": (lambda: StraightThrough(), lambda solver, t, g: (maximize(solver, t), g)),
 }
 #: estimators whose per-sample estimate never points uphill for a linear loss: <grad_max, g> >= 0
@@ -175,7 +175,7 @@ def test_losses_equal_their_gradient_formulas_for_every_solver(problem):
     y_true = maximize(solver, sign * theta.flip(0))  # the solution of another instance
 
     # Fenchel-Young: gradient w.r.t. the natural argument = sign * (E[y*(theta_max + sigma Z)] - y_true)
-    fy = FenchelYoungLoss(solver, sigma=0.7, samples=8, seed=SEED, reduction="sum")
+    fy = FenchelYoungLoss(solver, scale=0.7, samples=8, seed=SEED, reduction="sum")
     x = theta.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(fy(x, y_true), x)
     y_mean, _ = ref_perturbed(solver, sign * theta, torch.zeros_like(theta))

@@ -60,9 +60,9 @@ STEP_ESTIMATORS = {
     "aimle": lambda: AIMLE(samples=4),
     "aimle_two_sided": lambda: AIMLE(samples=4, two_sided=True),
     "interpolation": lambda: Interpolation(lam=1.0),
-    "perturbed": lambda: PerturbedOptimizer(sigma=0.5, samples=16),
-    "perturbed_multiplicative": lambda: PerturbedOptimizer(sigma=0.3, samples=16, multiplicative=True),
-    "score_function": lambda: ScoreFunction(sigma=0.5, samples=16),
+    "perturbed": lambda: PerturbedOptimizer(scale=0.5, samples=16),
+    "perturbed_multiplicative": lambda: PerturbedOptimizer(scale=0.3, samples=16, multiplicative=True),
+    "score_function": lambda: ScoreFunction(scale=0.5, samples=16),
     "straight_through": lambda: StraightThrough(),
     "fenchel_young": None,
     "spo_plus": None,
@@ -80,7 +80,7 @@ def test_a_normalised_gradient_step_lowers_the_smoothed_task_loss(problem, est_n
     y_true = solver.solve(t_true)
     x = t0.clone().requires_grad_(True)
     if est_name == "fenchel_young":
-        loss = FenchelYoungLoss(solver, sigma=0.5, samples=16, seed=1)(x, y_true)
+        loss = FenchelYoungLoss(solver, scale=0.5, samples=16, seed=1)(x, y_true)
     elif est_name == "spo_plus":
         loss = SPOPlus(solver)(x, t_true)
     else:
@@ -146,7 +146,7 @@ def layer_loss(solver, est):
 
 
 def fy_loss(solver):
-    fy = FenchelYoungLoss(solver, sigma=0.5, samples=4, seed=0)
+    fy = FenchelYoungLoss(solver, scale=0.5, samples=4, seed=0)
     return lambda th, y, c: fy(th, y)
 
 
@@ -174,8 +174,8 @@ LONG_TOPK = {  # estimator -> minimum test accuracy after 25 epochs (untrained: 
     "aimle": (lambda s: layer_loss(s, AIMLE(noise=Gumbel(0.3))), 0.9),
     "aimle_relative": (lambda s: layer_loss(s, AIMLE(noise=Gumbel(0.3), relative=True, initial_lam=0.1)), 0.9),
     "interpolation": (lambda s: layer_loss(s, Interpolation(lam=3.0)), 0.8),
-    "perturbed": (lambda s: layer_loss(s, PerturbedOptimizer(sigma=0.5, samples=8)), 0.85),
-    "score_function": (lambda s: layer_loss(s, ScoreFunction(sigma=0.5, samples=8)), 0.85),
+    "perturbed": (lambda s: layer_loss(s, PerturbedOptimizer(scale=0.5, samples=8)), 0.85),
+    "score_function": (lambda s: layer_loss(s, ScoreFunction(scale=0.5, samples=8)), 0.85),
     "straight_through": (lambda s: layer_loss(s, StraightThrough()), 0.85),
     "fenchel_young": (fy_loss, 0.9),
 }
@@ -194,8 +194,8 @@ LONG_PATHS = {  # estimator -> maximum normalised test regret after 25 epochs (u
     "imle": (lambda s: layer_loss(s, IMLE(lam=3.0, noise=Gumbel(0.1))), 0.02),
     "aimle": (lambda s: layer_loss(s, AIMLE(noise=Gumbel(0.1))), 0.02),
     "interpolation": (lambda s: layer_loss(s, Interpolation(lam=10.0)), 0.02),
-    "perturbed": (lambda s: layer_loss(s, PerturbedOptimizer(sigma=0.5, samples=8)), 0.02),
-    "score_function": (lambda s: layer_loss(s, ScoreFunction(sigma=0.5, samples=8)), 0.02),
+    "perturbed": (lambda s: layer_loss(s, PerturbedOptimizer(scale=0.5, samples=8)), 0.02),
+    "score_function": (lambda s: layer_loss(s, ScoreFunction(scale=0.5, samples=8)), 0.02),
     "straight_through": (lambda s: layer_loss(s, StraightThrough()), 0.02),
     "fenchel_young": (fy_loss, 0.02),
     "spo_plus": (spo_loss, 0.02),
