@@ -3,12 +3,13 @@
 
 :class:`Scheduler` owns the calls in flight and the policy that serves them:
 
-* **Queue.** A call (:class:`Job`) becomes ``n`` tasks of ``ceil(B/n)`` rows (:class:`Task`); tasks wait in one
+* **Queue.** A call (:class:`Job`) becomes ``min(B, n)`` tasks of ``floor(B/n)`` or ``ceil(B/n)`` rows (balanced) (:class:`Task`); tasks wait in one
   FIFO queue across calls and each worker runs one task at a time, so a timed-out or crashed worker holds no one
   else's work.
 * **Solver cache mirror.** Each worker keeps an LRU of solvers built from specs (:func:`~._worker.lru_get`); the
   scheduler mirrors it per worker with the same rule and sends the pickled spec only with a worker's first task
-  of that spec (a worker that no longer holds it asks again).
+  of that spec (a worker that no longer holds it asks again). A solver whose call raised anything but
+  ``ValueError``/``InstanceError`` is dropped from both (:func:`~._worker.keeps_solver`) and rebuilt next time.
 * **Faults.** A worker that dies mid-task is replaced (by the subclass) and its chunk solved again, one instance
   per task (``retries`` times); if it dies again the call fails with
   :class:`~discreteopt.executors.errors.WorkerCrashed` naming the instance. A worker that dies before it started
@@ -47,7 +48,7 @@ import torch
 
 from ..solvers.base import Solver, SolverSpec
 from ._job import BatchJob, MapPlan, completed, concat_finisher
-from ._worker import lru_get
+from ._worker import keeps_solver, lru_get
 from .base import (
     DEFAULT,
     Executor,
@@ -205,7 +206,7 @@ class Scheduler(abc.ABC):
         self.jobs.add(job)
         for start, stop in chunk_bounds(job.x.shape[0], self.n):
             self.pending.append(Task(job, start, stop))
-        # several calls in flight: ceil(B/n) chunks each, FIFO across calls
+        # several calls in flight: balanced chunks each (chunk_bounds), FIFO across calls
 
     def _next_timeout(self) -> float | None:
         deadlines = [j.deadline for j in self.jobs if j.deadline is not None and not j.batch.finished]
@@ -248,6 +249,8 @@ class Scheduler(abc.ABC):
         if error is None:
             job.batch.add(task.start, y)
         else:
+            if not keeps_solver(error):  # the worker dropped the solver (see keeps_solver): mirror it
+                w.known.pop(job.key, None)
             job.batch.fail(error, offset=task.start)
         self._maybe_release(job)
 

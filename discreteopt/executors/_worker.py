@@ -9,7 +9,9 @@ Protocol over one duplex pipe (parent <-> worker), every message a tuple:
   rows ``[lo, hi)`` of an array in shared memory;
 * worker -> parent: ``("need", task_id)`` when it does not hold the spec (the parent resends with it);
 * worker -> parent: ``("ok", task_id, y)`` with ``y`` an array or ``("shm", name, dtype, shape)`` (a segment the
-  worker created and the parent unlinks), or ``("err", task_id, pickled exception, traceback text)``;
+  worker created and the parent unlinks), or ``("err", task_id, pickled exception, traceback text)``; after an
+  error other than ``ValueError``/``InstanceError`` the worker drops that solver from its cache
+  (:func:`keeps_solver`) and so does the parent's mirror;
 * parent -> worker: ``("stop",)``.
 
 A worker ignores SIGINT (Ctrl-C is the parent's to handle; it then closes the pool) and exits by itself when
@@ -55,6 +57,18 @@ def lru_get(cache: OrderedDict, key: str, make: Callable[[], Any] | None, size: 
     else:
         cache.move_to_end(key)
     return value
+
+
+def keeps_solver(exc: BaseException) -> bool:
+    """Whether a cached solver stays in its worker's cache after a call of it raised ``exc``.
+
+    Input errors (``ValueError``) and clean per-instance failures (:class:`~discreteopt.solvers.base.InstanceError`,
+    after which the built-in solvers reset their back-end themselves) leave it usable. Anything else came from
+    inside a back-end and may have left it in a bad state: the solver is dropped and rebuilt from its recipe on the
+    next call, so one bad instance never poisons later calls of the same (or an equal) solver."""
+    from ..solvers.base import InstanceError
+
+    return isinstance(exc, (ValueError, InstanceError))
 
 
 def cached_solver(cache: OrderedDict, key: str, blob: bytes | None) -> Any:
@@ -150,6 +164,8 @@ def worker_main(conn, parent_pid: int) -> None:
             del theta
             reply = ("ok", task_id, _pack_result(y, shm_out_bytes))
         except Exception as exc:  # noqa: BLE001 -- sent to the parent, re-raised there
+            if not keeps_solver(exc):
+                cache.pop(key, None)  # the parent's mirror drops it too (Scheduler._complete)
             reply = ("err", task_id, _exception_blob(exc), traceback.format_exc())
         finally:
             if shm is not None:

@@ -71,7 +71,14 @@ class Calibration:
 
 
 class Auto(Executor):
-    """Inline below a break-even batch size, ``pool`` above it (see module docstring).
+    """Inline below a break-even batch size, ``pool`` above it (see the module docstring for the model).
+
+    ``ex.solve(solver, theta [B, *E]) -> y [B, *Y]`` equals ``solver.solve(theta)``; only where it runs depends
+    on ``B``: with pool time ``T_pool(B) ~ a_pool + b_pool B`` against inline ``T_in(B) ~ a_in + b_in B``, calls
+    with ``B >= B*`` (the smallest size from which the pool is at least ``margin`` faster, measured per solver
+    recipe by :meth:`calibrate` or fixed by ``break_even``) go to the pool. Timing noise is absorbed by the
+    best-of-``repeats`` minimum and ``margin``; a calibration that fails (e.g. a solver workers cannot rebuild)
+    warns and keeps that solver inline. Device-native solvers always run inline on the input's device.
 
     Args:
         pool: the executor used for large calls (default ``Processes()`` with ``os.cpu_count()`` workers,
@@ -82,6 +89,12 @@ class Auto(Executor):
         min_inline_time: seconds; calls faster than this inline never trigger calibration.
         budget: seconds of measurements per calibration (pool start-up not counted).
         repeats: timed repeats per batch size (the minimum is kept: robust to other load on the machine).
+
+    Example::
+
+        ex = Auto(Processes(4))               # calibrates each solver on its first calls that take >= 0.5 ms
+        y = ex.solve(solver, theta)           # small batches inline, large ones on the pool
+        print(ex.calibration(solver).table()) # the measured break-even
     """
 
     def __init__(self, pool: Executor | None = None, *, break_even: int | None = None, margin: float = 0.1,

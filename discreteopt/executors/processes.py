@@ -4,7 +4,7 @@
   each builds a solver from ``solver.spec()`` once and keeps it (LRU of 16 specs per worker, keyed by a hash of
   the pickled spec). :meth:`Processes.close`, garbage collection of the executor and interpreter exit all
   stop them.
-* **Chunks, not instances.** A call of ``B`` instances becomes ``n`` tasks of ``ceil(B/n)`` rows, one per
+* **Chunks, not instances.** A call of ``B`` instances becomes ``min(B, n)`` tasks of ``floor(B/n)`` or ``ceil(B/n)`` rows (balanced), one per
   worker. Several calls may be in flight at once (``submit`` returns immediately); their tasks queue FIFO.
 * **Shared memory.** When a call's input exceeds ``shm_bytes`` it is written once into a
   :mod:`multiprocessing.shared_memory` segment that workers read in place; their outputs above the same size
@@ -332,7 +332,20 @@ def _discard(body) -> None:
 
 # ===================================================================== public executor
 class Processes(PoolExecutor):
-    """Persistent pool of ``n`` worker processes (see module docstring).
+    """Persistent pool of ``n`` worker processes that solve chunks of the batch (see the module docstring).
+
+    ``ex.solve(solver, theta [B, *E]) -> y [B, *Y]`` equals ``solver.solve(theta)`` (values, device, dtype). The
+    batch becomes ``min(B, n)`` tasks of ``floor(B/n)`` or ``ceil(B/n)`` rows (balanced), one per worker; each worker builds the solver from its recipe
+    (``solver.spec()``, verified in the caller) once and keeps it (LRU of 16 recipes; a solver whose call raised
+    anything but ``ValueError``/``InstanceError`` is dropped and rebuilt, so one bad instance cannot poison later
+    calls). Inputs of ``shm_bytes`` or more travel through shared memory. Worth it when a call's solve time
+    exceeds the ~0.1-0.5 ms of overhead per call (see :class:`~discreteopt.executors.auto.Auto`).
+
+    Faults: a worker that dies is replaced and its chunk solved again, one instance per task, ``retries`` times;
+    then :class:`~discreteopt.executors.errors.WorkerCrashed` names the instance and what its exit status says.
+    ``timeout`` fails the call with ``TimeoutError`` and restarts the workers still on it. Solver errors
+    (``ValueError``, :class:`~discreteopt.solvers.base.InstanceError` with the index in the full batch) reach
+    the caller unchanged; bad input raises ``ValueError`` in the caller before anything is sent.
 
     Args:
         n: number of workers (default ``os.cpu_count()``).
@@ -344,6 +357,13 @@ class Processes(PoolExecutor):
 
     Copies: ``copy.deepcopy`` (e.g. of a model holding a layer) shares this pool; pickling gives an unstarted
     pool with the same settings.
+
+    Example (guard the entry point: ``spawn`` re-imports the main module in each worker)::
+
+        if __name__ == "__main__":
+            with Processes(4) as ex:
+                y = ex.solve(Knapsack(weights, capacity), theta)     # theta [B, n] -> y [B, n]
+                fut = ex.submit(ILP(A_ub=A, b_ub=b), theta2)         # returns at once; fut.result() later
     """
 
     def __init__(self, n: int | None = None, *, start_method: str = "spawn", timeout: float | None = None,

@@ -1,13 +1,19 @@
 """``Ray(...)``: solve chunks of the batch on Ray actors, on this machine or across a cluster.
 
 * **Lazy.** ``ray`` is imported on the first call (``ImportError`` naming the ``[ray]`` extra when missing);
-  ``ray.init`` runs only if Ray is not initialised yet: a local instance by default, ``address="auto"`` or
-  ``"ray://host:10001"`` to join a cluster. The executor never shuts Ray down (Ray does at interpreter exit).
+  ``ray.init`` runs only if Ray is not initialised yet: a local instance by default, ``address="auto"``,
+  ``"host:6379"`` or ``"ray://host:10001"`` to join a cluster. The executor never shuts Ray down (Ray does at
+  interpreter exit).
+* **No hang on a bad address.** ``ray.init`` on an address nobody answers blocks for minutes, deaf to SIGTERM.
+  Before joining a cluster (an ``address``, ``RAY_ADDRESS``, or the cluster ``"auto"`` finds) the executor
+  opens a TCP connection to it with ``connect_timeout`` seconds (default 10) and raises ``ConnectionError``
+  naming the address when that fails. The probe shows that the port accepts connections, not that a Ray head
+  listens there; past it, ``ray.init``'s own timeouts apply.
 * **Actors, solver built once.** ``n`` actors (default: the cluster's CPUs / ``num_cpus``) each build a solver
   from ``solver.spec()`` the first time they see it and keep it (LRU of 16 specs, as
   :class:`~discreteopt.executors.processes.Processes`); the spec travels once per actor. On a cluster the
   solver's class must be importable on every node (install ``discreteopt`` there).
-* **Chunks.** A call of ``B`` instances becomes ``n`` tasks of ``ceil(B/n)`` rows; each actor runs one task at
+* **Chunks.** A call of ``B`` instances becomes ``min(B, n)`` tasks of ``floor(B/n)`` or ``ceil(B/n)`` rows (balanced); each actor runs one task at
   a time (the executor queues the rest, FIFO across calls), so a timed-out or crashed actor holds no one else's
   work.
 * **Faults.** An actor that dies mid-task (killed, segfault, node lost) is replaced and its chunk solved again,
@@ -25,6 +31,9 @@ meanwhile are seen), hands out queued tasks to idle actors and resolves the call
 from __future__ import annotations
 
 import collections
+import math
+import os
+import socket
 import time
 import weakref
 from dataclasses import dataclass
@@ -35,7 +44,7 @@ import numpy as np
 from ..solvers.base import Solver
 from ._job import BatchJob
 from ._scheduler import Job, PoolExecutor, Scheduler, Task, Worker, check_retries
-from ._worker import cached_solver, isolate_worker
+from ._worker import cached_solver, isolate_worker, keeps_solver
 from .base import check_timeout
 
 __all__ = ["Ray"]
@@ -71,7 +80,68 @@ class SolverActor:
             return _NEED_SPEC
         if not x.flags.writeable:  # zero-copy view of Ray's object store
             x = x.copy()
-        return solver.solve_numpy(x)
+        try:
+            return solver.solve_numpy(x)
+        except Exception as exc:
+            if not keeps_solver(exc):
+                self._cache.pop(key, None)  # rebuilt on the next call; the driver's mirror drops it too
+            raise
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray address (``"host:port"``, ``"ray://host:port"``, ``"[::1]:6379"``); ``None`` when
+    it names no host (``"auto"``, ``"local"``) or cannot be parsed (``ray.init`` then reports it)."""
+    addr = address.strip()
+    client = addr.startswith("ray://")
+    if client:
+        addr = addr[len("ray://"):]
+    addr = addr.split("/", 1)[0]
+    if not addr or addr in ("auto", "local"):
+        return None
+    host, sep, port = addr.rpartition(":")
+    if not sep or "]" in port:  # no port given
+        host, port = addr, "10001" if client else "6379"
+    host = host.strip("[]")
+    try:
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The address ``ray.init(address)`` would connect to, when one can be known without connecting: the given
+    one, ``RAY_ADDRESS``, or (for ``"auto"``) the cluster last started on this node; ``None`` for a new local
+    instance or when unknown."""
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env not in ("auto", "local"):
+        return env
+    if address not in (None, "auto"):
+        return address
+    if address == "auto":
+        try:  # where Ray itself looks: the address file of the last `ray start` (private API: best effort)
+            from ray._private.services import find_bootstrap_address
+
+            return find_bootstrap_address(None)
+        except Exception:  # noqa: BLE001 -- unknown: ray.init decides
+            return None
+    return None
+
+
+def probe_address(address: str, timeout: float) -> None:
+    """Open (and close) a TCP connection to a Ray ``address`` within ``timeout`` seconds, or raise
+    ``ConnectionError`` naming it: an unreachable address must fail fast, not hang in ``ray.init``."""
+    target = _host_port(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        raise ConnectionError(
+            f"Ray: cannot reach the Ray cluster at address {address!r} ({host}:{port}; {reason}) within "
+            f"connect_timeout={timeout:g} s. Check the address, that the head node is running and that the port "
+            "is reachable from here; ray.init was not called.") from exc
 
 
 # ===================================================================== collector state
@@ -93,8 +163,9 @@ class _RayPool(Scheduler):
     timeout_action = "Ray actor(s) still running them were replaced"
 
     def __init__(self, n: int | None, num_cpus: float, retries: int, poll: float, address: str | None,
-                 init_kwargs: dict[str, Any]):
+                 init_kwargs: dict[str, Any], connect_timeout: float = 10.0):
         super().__init__(None, retries)  # `n` is resolved when Ray starts
+        self.connect_timeout = connect_timeout
         self.requested = n
         self.num_cpus = num_cpus
         self.poll = poll
@@ -107,6 +178,9 @@ class _RayPool(Scheduler):
     def _start_workers(self) -> None:
         ray = self.ray = import_ray()
         if not ray.is_initialized():
+            target = cluster_address(self.address)
+            if target is not None:
+                probe_address(target, self.connect_timeout)
             ray.init(address=self.address, **{"include_dashboard": False, **self.init_kwargs})
         n = self.requested
         if n is None:
@@ -232,23 +306,38 @@ class _RayPool(Scheduler):
 
 # ===================================================================== public executor
 class Ray(PoolExecutor):
-    """Solve chunks on ``n`` Ray actors (see module docstring).
+    """Solve chunks of the batch on ``n`` Ray actors, on this machine or a cluster (see the module docstring).
+
+    ``ex.solve(solver, theta [B, *E]) -> y [B, *Y]`` equals ``solver.solve(theta)`` (values, device, dtype): the
+    batch becomes ``min(B, n)`` balanced chunks (sizes differ by at most one), each actor builds the solver from its recipe
+    (``solver.spec()``) once and keeps it. Faults: a dead actor is replaced and its chunk retried one instance per
+    task (:class:`~discreteopt.executors.errors.WorkerCrashed` if it dies again); ``timeout`` fails a call with
+    ``TimeoutError``; solver errors reach the caller unchanged. Ray is imported and initialised on first use,
+    after a TCP probe of the cluster address (``ConnectionError`` naming it within ``connect_timeout``).
 
     Args:
         n: number of actors (default: the cluster's CPUs divided by ``num_cpus``, read when Ray starts).
-        address: ``None`` (default) joins the Ray instance already initialised in this process or starts a
-            local one; ``"auto"`` / ``"ray://host:port"`` joins a cluster (passed to ``ray.init``).
+        address: ``None`` (default) joins the Ray instance already initialised in this process (or
+            ``RAY_ADDRESS``) or starts a local one; ``"auto"``, ``"host:6379"`` or ``"ray://host:10001"`` joins a
+            cluster (passed to ``ray.init``).
         timeout: default per-call deadline in seconds; ``submit``/``solve``/``map`` take ``timeout=``.
         retries: how many times a chunk whose actor died is solved again before ``WorkerCrashed``.
         num_cpus: CPUs reserved per actor.
         poll: seconds between checks for calls submitted while others are in flight.
         init_kwargs: extra keyword arguments of ``ray.init`` (e.g. ``num_cpus=``), used only if this executor
-            initialises Ray.
+            initialises Ray (not ``address``: pass it above).
+        connect_timeout: seconds to wait for a TCP connection to the cluster address before ``ray.init``.
+
+    Example::
+
+        ex = Ray(4)                                   # a local Ray instance with 4 solver actors
+        y = ex.solve(Knapsack(weights, capacity), theta)
+        Ray(address="10.0.0.5:6379", connect_timeout=5).start()   # ConnectionError after 5 s if unreachable
     """
 
     def __init__(self, n: int | None = None, *, address: str | None = None, timeout: float | None = None,
                  retries: int = 1, num_cpus: float = 1.0, poll: float = 0.005,
-                 init_kwargs: dict[str, Any] | None = None):
+                 init_kwargs: dict[str, Any] | None = None, connect_timeout: float = 10.0):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"n (number of Ray actors) must be an integer >= 1 or None; got {n!r}")
         check_retries(retries)
@@ -259,11 +348,20 @@ class Ray(PoolExecutor):
         if address is not None and not isinstance(address, str):
             raise ValueError(f"address must be a string such as 'auto' or 'ray://host:10001', or None; "
                              f"got {address!r}")
+        if init_kwargs is not None and not isinstance(init_kwargs, dict):
+            raise ValueError(f"init_kwargs must be a dict of ray.init arguments or None; got {init_kwargs!r}")
+        if init_kwargs and "address" in init_kwargs:
+            raise ValueError("init_kwargs must not hold 'address': pass Ray(address=...) (it is probed first)")
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) \
+                or not (math.isfinite(connect_timeout) and connect_timeout > 0):
+            raise ValueError(f"connect_timeout must be a finite number of seconds > 0; got {connect_timeout!r}")
         import_ray()  # fail at construction, with the install hint, when Ray is missing
         self.timeout = check_timeout(timeout)
         self._settings = {"n": n, "address": address, "timeout": self.timeout, "retries": retries,
-                          "num_cpus": float(num_cpus), "poll": float(poll), "init_kwargs": dict(init_kwargs or {})}
-        self._pool = _RayPool(n, float(num_cpus), retries, float(poll), address, dict(init_kwargs or {}))
+                          "num_cpus": float(num_cpus), "poll": float(poll), "init_kwargs": dict(init_kwargs or {}),
+                          "connect_timeout": float(connect_timeout)}
+        self._pool = _RayPool(n, float(num_cpus), retries, float(poll), address, dict(init_kwargs or {}),
+                              float(connect_timeout))
         self._finalizer = weakref.finalize(self, self._pool.shutdown)
 
     @property

@@ -11,17 +11,41 @@ one fixed choice for a given input.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .base import Solver
 
+#: instances whose largest |entry| exceeds this are scaled down by a power of two (exact up to underflow of
+#: entries below 2**-1074 of the largest) so that the solver's sums of up to ``2 n`` entries cannot overflow
+_SCALE_ABOVE = 2.0**512
+
 
 class Assignment(Solver):
-    """Assignment of rows to distinct columns: ``theta [B, n, m] -> Y [B, n, m]`` (see module docstring).
+    """Assignment of rows to distinct columns: ``theta [B, n, m] -> Y [B, n, m]`` (``1 <= n <= m``).
+
+    Formula: ``Y*_b = argmax_Y sum_ij theta_b,ij Y_ij`` over 0/1 matrices with exactly one 1 per row and at most
+    one per column (``argmin`` for ``maximize=False``); with ``n == m`` the permutation matrices. Back-end:
+    ``scipy.optimize.linear_sum_assignment`` (Jonker-Volgenant; Crouse 2016), exact on floats, deterministic
+    (one fixed optimum among ties for a given input), one instance at a time on the host. Every finite input is
+    accepted: an instance whose largest ``|entry|`` exceeds ``2**512`` is first multiplied by a power of two
+    (the same optimum; exact except for entries below ``2**-1074`` of the largest, which are ties), so sums
+    inside the solver cannot overflow. Shift-invariant per instance (every feasible ``Y`` has ``n`` ones).
 
     Args:
         maximize: ``True`` (default) maximises the total score, ``False`` minimises a total cost
             (``sense == "min"``; :meth:`maximize` then flips the sign once).
+
+    ``theta`` must be a floating tensor ``[B, n, m]`` with ``1 <= n <= m`` and finite entries (``ValueError``
+    naming ``theta`` otherwise).
+
+    Example::
+
+        >>> import torch
+        >>> Assignment().solve(torch.tensor([[[1.0, 5.0], [4.0, 2.0]]]))
+        tensor([[[0., 1.],
+                 [1., 0.]]])
     """
 
     shift_invariant = True  # every feasible y has the same sum
@@ -47,7 +71,11 @@ class Assignment(Solver):
 
         out = np.zeros_like(theta)  # [B, n, m]
         for b in range(theta.shape[0]):
-            rows, cols = linear_sum_assignment(theta[b], maximize=self.sense == "max")
+            scores = theta[b]  # [n, m]
+            top = float(np.abs(scores).max())
+            if top > _SCALE_ABOVE:
+                scores = np.ldexp(scores, -math.frexp(top)[1])
+            rows, cols = linear_sum_assignment(scores, maximize=self.sense == "max")
             out[b, rows, cols] = 1.0
         return out
 

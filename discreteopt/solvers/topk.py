@@ -7,6 +7,7 @@ Runs natively on the input's device: no host round trip.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .._validation import check_int_in_range
@@ -14,7 +15,25 @@ from .base import Solver
 
 
 class TopK(Solver):
-    """k-subset selection over the last dim: ``theta [B, n] -> y [B, n]`` with ``y.sum(-1) == k``."""
+    """k-subset selection over the last dim: ``theta [B, n] -> y [B, n]`` with ``y.sum(-1) == k``.
+
+    Formula: ``y_b = argmax_{y in {0,1}^n, sum(y) = k} <theta_b, y>``, the indicator of the ``k`` largest entries
+    of ``theta_b`` (the MAP state of a k-subset distribution; I-MLE's standard example, Niepert et al. 2021).
+    Ties go to the lower index (stable descending sort) on every device. Exact for every finite input; runs
+    natively on ``theta``'s device and dtype (``device_native``). Shift-invariant.
+
+    Args:
+        k: subset size, an integer ``>= 1`` (``bool`` refused); each call needs ``n >= k``.
+
+    ``theta`` must be a floating tensor ``[B, n]`` with finite entries and ``n >= k`` (``ValueError`` naming the
+    argument otherwise).
+
+    Example::
+
+        >>> import torch
+        >>> TopK(2).solve(torch.tensor([[0.1, 3.0, 2.0, 2.0]]))
+        tensor([[0., 1., 1., 0.]])
+    """
 
     shift_invariant = True  # every feasible y has the same sum
     sense = "max"
@@ -31,7 +50,8 @@ class TopK(Solver):
         super().validate(theta)
         n = theta.shape[-1]
         if self.k > n:
-            raise ValueError(f"k must be in [1, n] for theta of shape [B, n] = {tuple(theta.shape)}; got k={self.k}")
+            raise ValueError(f"k must be in [1, n]: theta has shape [B, n] = {tuple(theta.shape)} (n={n}) but "
+                             f"k={self.k}")
 
     def _solve_torch(self, theta: torch.Tensor) -> torch.Tensor:
         order = torch.sort(theta, dim=-1, descending=True, stable=True).indices[..., : self.k]  # [B, k]
@@ -39,7 +59,6 @@ class TopK(Solver):
         return y.scatter_(-1, order, 1.0)
 
     def is_feasible(self, y):
-        import numpy as np
-
+        """Per-instance check that ``y [B, n]`` is 0/1 with exactly ``k`` ones -> bool ``[B]``."""
         y = np.asarray(y)
         return np.all((y == 0) | (y == 1), axis=-1) & (y.sum(-1) == self.k)

@@ -130,3 +130,23 @@ def test_missing_ray_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ImportError, match=r"pip install 'discreteopt\[ray\]'"):
         Ray(2)
+
+
+def test_a_failed_call_leaves_the_actors_usable(ray_ex):
+    """Issue 10.2 under Ray: a solver whose call raised a back-end error is dropped from the actors' caches and
+    rebuilt (FragileSolver stays broken once it failed); the 1e20 objective that made SCIP ABNORMAL is solved."""
+    from test_hard_executors import POISON as FRAGILE_POISON
+    from test_hard_executors import FragileSolver
+
+    theta = torch.randn(6, 4, generator=torch.Generator().manual_seed(5))
+    poisoned = theta.clone()
+    poisoned[0, 0] = FRAGILE_POISON
+    expected = Inline().solve(FragileSolver(), theta)
+    with pytest.raises(RuntimeError, match="poisoned instance"):
+        ray_ex.solve(FragileSolver(), poisoned, timeout=120)
+    for _ in range(3):
+        assert torch.equal(ray_ex.solve(FragileSolver(), theta, timeout=120), expected)
+    solver = ILP(A_ub=[[1.0, 2.0, 3.0]], b_ub=[4.0])
+    assert (ray_ex.solve(solver, torch.tensor([[1e20, 2.0, 3.0]] * 2), timeout=120)[:, 0] == 1).all()
+    good = torch.tensor([[1.0, 2.5, 3.0]] * 2)
+    assert ray_ex.solve(ILP(A_ub=[[1.0, 2.0, 3.0]], b_ub=[4.0]), good, timeout=120).tolist() == [[1.0, 0.0, 1.0]] * 2

@@ -78,3 +78,27 @@ def test_bad_input():
         solver.solve(torch.tensor([[[0.0, float("nan")], [1.0, 2.0]]]))
     with pytest.raises(ValueError, match="maximize must be True or False"):
         Assignment(maximize="yes")
+
+
+def test_extreme_scales_match_the_rescaled_problem():
+    """Entries near the float limit (sums would overflow) or subnormal: same answer as the well-scaled problem."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(-9, 10, (12, 5, 5)).astype(float) + rng.random((12, 5, 5)) / 8  # no ties, |x| < 10
+    for maximize in (True, False):
+        solver = Assignment(maximize=maximize)
+        ref = solver.solve(torch.from_numpy(base))
+        for shift in (-1060, 1015, 1020):  # 2**1020 * 9.x is finite, but scipy's sums overflow: wrong answers
+            got = solver.solve(torch.from_numpy(np.ldexp(base, shift)))
+            assert torch.equal(got, ref), (maximize, shift)
+
+
+def test_bad_shapes_and_arguments():
+    solver = Assignment()
+    with pytest.raises(ValueError, match=r"1 <= n <= m"):
+        solver.solve(torch.zeros(2, 0, 3))
+    assert solver.solve(torch.zeros(0, 2, 3)).shape == (0, 2, 3)
+    for bad in (1, 0, None, np.array([True])):
+        with pytest.raises(ValueError, match="maximize must be True or False"):
+            Assignment(maximize=bad)
+    with pytest.raises(ValueError, match="theta must have a floating dtype"):
+        solver.solve(torch.ones(1, 2, 2, dtype=torch.int64))

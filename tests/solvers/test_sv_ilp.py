@@ -257,7 +257,23 @@ def test_sense_min_and_maximize():
         (dict(n=2, time_limit=-1.0), "time_limit"),
         (dict(n=2, backend="glop", integrality=True), "integrality: backend 'glop'"),
         (dict(n=2, backend="cpsat", integrality=[True, False]), "integrality: backend 'cpsat'"),
-        (dict(A_ub=[[0.5, 1.0]], b_ub=[1.0], backend="cpsat"), "A_ub must be integer-valued"),
+        (dict(A_ub=[[1 / 3, 1.0]], b_ub=[1.0], backend="cpsat"), "A_ub row 0 must hold integers or decimals"),
+        (dict(A_eq=[[1.0, 1.0]], b_eq=[1 / 3], backend="cpsat"), "b_eq entry 0 must hold integers or decimals"),
+        (dict(A_ub=[[2.0**60, 2.0**60]], b_ub=[1.0], backend="cpsat"), "A_ub row 0 has entries too large"),
+        (dict(A_ub=[[2.0**40, 2.0**40]], b_ub=[1.0], bounds=(0, 2**14), backend="cpsat"), "too large for CP-SAT"),
+        (dict(A_ub=[[True, False]], b_ub=[1.0]), "A_ub must hold numbers, not booleans"),
+        (dict(A_ub=[[1.0, 2.0j]], b_ub=[1.0]), "A_ub must be real"),
+        (dict(A_ub=[["1", "x"]], b_ub=[1.0]), "A_ub must be a numeric array"),
+        (dict(A_ub=[[1.0, 2.0], [1.0]], b_ub=[1.0, 1.0]), "A_ub must be a rectangular numeric array"),
+        (dict(A_ub=[[1.0, 2.0]], b_ub=[True]), "b_ub must hold numbers, not booleans"),
+        (dict(n=2, bounds=(False, True)), r"bounds\[lb\] must hold numbers, not booleans"),
+        (dict(n=2, bounds=(0, np.nan)), r"bounds\[ub\] must be free of NaN"),
+        (dict(n=2, time_limit=True), "time_limit"),
+        (dict(n=2, backend=["scip"]), "backend must be one of"),
+        (dict(n=True), "n must be an integer"),
+        (dict(n=2, cpsat_digits=True), "cpsat_digits"),
+        (dict(A_ub=[[1.0, 1.0]], b_ub=[1e300], bounds=(None, None)), r"b_ub\[0\] = 1e\+300 is beyond what SCIP"),
+        (dict(A_eq=[[1.0, 1.0]], b_eq=[-1e300], bounds=(None, 0), backend="glop"), r"b_eq\[0\] = -1e\+300"),
         (dict(n=2, bounds=(0, None), backend="cpsat"), "bounds must be finite"),
         (dict(n=2, bounds=(0.2, 0.8), backend="cpsat"), "no integer value"),
         (dict(n=2, bounds=(0, 1e9), backend="cpsat", cpsat_digits=12), "overflows"),
@@ -278,3 +294,110 @@ def test_bad_theta():
         solver.solve(torch.tensor([[0.0, float("nan"), 1.0]]))
     with pytest.raises(ValueError, match="theta must be finite"):
         solver.solve_numpy(np.array([[0.0, np.inf, 1.0]]))
+
+
+# ---------------------------------------------------------------------------- scaling and robustness
+@pytest.mark.parametrize("backend", ["scip", "cpsat", "glop"])
+def test_objective_scale_does_not_change_the_answer(backend):
+    """Any finite scale reaches the back-end in range: theta times powers of two (exact) gives the same x, from
+    subnormal (2**-1050) to 2**1000 (1e20 made SCIP answer ABNORMAL; subnormal theta overflowed CP-SAT's scale)."""
+    rng = np.random.default_rng(8)
+    A_ub = rng.integers(1, 6, (2, 7)).astype(float)
+    kw = dict(A_ub=A_ub, b_ub=[8.0, 9.0], backend=backend)
+    if backend == "glop":
+        kw["integrality"] = False
+    solver = ILP(**kw)
+    base = np.round(rng.normal(size=(4, 7)), 3)
+    ref = solver.solve(torch.from_numpy(base))
+    for shift in (-1050, -300, -40, 40, 66, 300, 1000):
+        scaled = torch.from_numpy(np.ldexp(base, shift))
+        assert torch.equal(solver.solve(scaled), ref), shift
+    assert torch.equal(solver.solve(torch.zeros(1, 7)), solver.solve(torch.zeros(1, 7)))  # theta = 0: any x
+
+
+def test_large_objective_coefficient_does_not_poison_the_solver():
+    """Issue 10.2: one coefficient ~1e20 made SCIP answer ABNORMAL, and every later call on the same object
+    too. Now the instance is solved (exact power-of-two scaling) and later calls are unaffected."""
+    solver = ILP(A_ub=[[1.0, 2.0, 3.0]], b_ub=[4.0])
+    x = solver.solve(torch.tensor([[1e20, 2.0, 3.0]], dtype=torch.float64)).numpy()
+    assert x[0, 0] == 1.0 and solver.is_feasible(x).all()  # 2 and 3 are below SCIP's 1e-9 of 1e20: ties
+    assert solver.solve(torch.tensor([[1.0, 2.5, 3.0]], dtype=torch.float64)).tolist() == [[1.0, 0.0, 1.0]]
+    fresh = ILP(A_ub=[[1.0, 2.0, 3.0]], b_ub=[4.0])
+    assert fresh.solve(torch.tensor([[1.0, 2.5, 3.0]], dtype=torch.float64)).tolist() == [[1.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("backend", ["scip", "cpsat", "glop"])
+def test_a_failed_instance_rebuilds_the_model(backend):
+    """After a non-optimal status the thread's back-end model is discarded (a fresh one answers the next call)."""
+    kw = dict(A_ub=[[1.0]], b_ub=[5.0], backend=backend)
+    if backend == "cpsat":  # CP-SAT needs finite bounds: make the instance infeasible instead
+        kw = dict(A_eq=[[2.0]], b_eq=[3.0], bounds=(0, 5), backend="cpsat")
+    else:
+        kw["bounds"] = (None, None)
+    solver = ILP(**kw)
+    first = solver._model()
+    with pytest.raises(InstanceError):
+        solver.solve(torch.tensor([[-1.0]] if backend != "cpsat" else [[1.0]]))
+    assert getattr(solver._local, "model", None) is None
+    if backend != "cpsat":
+        assert solver.solve(torch.tensor([[1.0]])).tolist() == [[5.0]]
+        assert solver._model() is not first
+
+
+def test_a_back_end_left_broken_by_a_failure_is_replaced(monkeypatch):
+    """Simulates SCIP's stuck state: a model that failed once fails forever. The solver must not reuse it."""
+    from discreteopt.solvers import ilp as ilp_module
+
+    real_solve = ilp_module._ScipModel.solve
+
+    def solve(self, c):
+        if getattr(self, "broken", False) or c[0] > 100:
+            self.broken = True
+            return "ABNORMAL", None, ""
+        return real_solve(self, c)
+
+    monkeypatch.setattr(ilp_module._ScipModel, "solve", solve)
+    solver = ILP(A_ub=[[1.0, 2.0, 3.0]], b_ub=[4.0])
+    with pytest.raises(InstanceError, match="ABNORMAL"):
+        solver.solve(torch.tensor([[1000.0, 2.0, 3.0]]))
+    assert solver.solve(torch.tensor([[1.0, 2.5, 3.0]])).tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_extreme_constraint_rows_and_right_hand_sides():
+    """Rows with coefficients of 2**70 (> SCIP's 1e20 infinity) or 2**-1000 are scaled exactly; a right-hand
+    side of 1e300 is redundant, -1e300 infeasible (was 'SCIP rejected the model' for every call)."""
+    theta = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    for scale in (2.0**70, 2.0**-1000, 1.0):
+        for backend in ("scip", "glop"):
+            kw = dict(integrality=False) if backend == "glop" else {}
+            solver = ILP(A_ub=np.array([[1.0, 1.0, 2.0]]) * scale, b_ub=[3.0 * scale], backend=backend, **kw)
+            assert solver.solve(theta).tolist() == [[0.0, 1.0, 1.0]], (scale, backend)
+    for backend in ("scip", "glop", "cpsat"):
+        kw = dict(integrality=False) if backend == "glop" else {}
+        free = ILP(A_ub=[[1.0, 1.0, 1.0]], b_ub=[1e300], backend=backend, **kw)
+        assert free.solve(theta).tolist() == [[1.0, 1.0, 1.0]]
+        none = ILP(A_ub=[[1.0, 1.0, 1.0]], b_ub=[-1e300], backend=backend, **kw)
+        with pytest.raises(InstanceError, match="INFEASIBLE"):
+            none.solve(theta)
+
+
+def test_cpsat_accepts_exact_decimal_rows_and_agrees_with_scip():
+    rng = np.random.default_rng(12)
+    A_ub = rng.integers(300, 800, (2, 10)) / 100  # PyEPO-style 2-decimal weights
+    b_ub = np.array([12.5, 14.07])
+    A_eq = np.array([np.round(np.linspace(0.1, 1.0, 10), 1)])
+    theta = torch.from_numpy(rng.normal(size=(6, 10)))
+    cp = ILP(A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[1.5], backend="cpsat", cpsat_digits=12)
+    sc = ILP(A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[1.5])
+    x, z = cp.solve(theta).numpy(), sc.solve(theta).numpy()
+    assert cp.is_feasible(x).all()
+    np.testing.assert_allclose((theta.numpy() * x).sum(1), (theta.numpy() * z).sum(1), atol=1e-9)
+    # 0.29 is 0.28999999999999998 in binary: scaled exactly to 29, so x0 = 1 (weight 0.29) fits
+    assert ILP(A_ub=[[0.29, 1.0]], b_ub=[0.29], backend="cpsat").solve(torch.tensor([[1.0, 0.5]])).tolist() == [
+        [1.0, 0.0]]
+
+
+def test_solutions_have_no_negative_zero():
+    solver = ILP(A_ub=[[1.0, 2.0, 3.0]], b_ub=[3.0])
+    y = solver.solve(torch.tensor([[1e-15, 1.0, 2.0]], dtype=torch.float64))
+    assert not torch.signbit(y).any()

@@ -62,3 +62,33 @@ def test_topk_keeps_device_and_dtype():
     if torch.cuda.is_available():  # pragma: no cover - GPU machines only
         y = TopK(2).solve(torch.tensor([[0.1, 0.5, 0.3]], device="cuda"))
         assert y.is_cuda
+
+
+@pytest.mark.parametrize("solver", [Argmax(), TopK(1)])
+def test_empty_event_is_a_clear_error(solver):
+    """Argmax over n = 0 categories raised IndexError from torch; now a ValueError naming theta."""
+    with pytest.raises(ValueError, match=r"theta must have shape \[B, n\] with n >= 1|k must be in \[1, n\]"):
+        solver.solve(torch.zeros(3, 0))
+    assert solver.solve(torch.zeros(0, 4)).shape == (0, 4)  # an empty batch is fine
+
+
+@pytest.mark.parametrize("k", [True, 2.0, "2", None, -1])
+def test_topk_rejects_non_integer_k(k):
+    with pytest.raises(ValueError, match="k must be"):
+        TopK(k)
+
+
+def test_bad_theta_dtypes_and_values_name_the_argument():
+    for solver in (Argmax(), TopK(2)):
+        with pytest.raises(ValueError, match="theta must have a floating dtype"):
+            solver.solve(torch.tensor([[True, False, True]]))
+        with pytest.raises(ValueError, match="theta must have a floating dtype"):
+            solver.solve(torch.tensor([[1.0 + 1j, 2.0, 0.0]]))
+        with pytest.raises(ValueError, match="theta must be finite; got 1 NaN"):
+            solver.solve(torch.tensor([[float("nan"), 1.0, 0.0]]))
+
+
+def test_extreme_scales_keep_the_order():
+    theta = torch.tensor([[1e-310, 3e-310, 2e-310], [1e300, -1e308, 1e308]], dtype=torch.float64)
+    assert Argmax().solve(theta).argmax(1).tolist() == [1, 2]
+    assert TopK(2).solve(theta).tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]
