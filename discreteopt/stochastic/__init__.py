@@ -7,7 +7,8 @@ Every estimator follows one calling convention (see :mod:`discreteopt.stochastic
     est.n_evals                   # evaluations of f per problem
 
 ``logits`` is ``[B, *E]`` (a batch of independent problems), ``f`` maps samples ``[S, B, *E]`` to values ``[S, B]``.
-:mod:`.exact` computes exact expectations and gradients by enumeration to test any estimator.
+:mod:`.exact` computes exact expectations and gradients by enumeration to test any estimator; :func:`loo_sum` forms
+leave-one-out sums without ``total - own`` (whose round-off would make a baseline depend on its own sample).
 """
 
 from . import exact
@@ -26,6 +27,7 @@ from .baselines import (
 from .evolution import evolution_strategies
 from .exact import assert_unbiased, check_unbiased
 from .families import Bernoulli, Categorical, Family, KSubset
+from .loo import loo_mean, loo_sum
 from .measure_valued import measure_valued, measure_valued_gaussian
 from .multisample import rloo, vimco
 from .pathwise import pathwise
@@ -50,8 +52,8 @@ __all__ = [
     "Estimate", "Family", "KSubset", "LearnedBaseline", "LeaveOneOut", "MovingAverage", "NeuralControlVariate",
     "NoBaseline", "OptimalConstant", "TemperatureSchedule", "anneal_tau", "arm", "assert_unbiased",
     "check_unbiased", "concrete", "disarm", "evolution_strategies", "exact", "group_advantages",
-    "grpo_surrogate", "gumbel_sigmoid", "gumbel_softmax", "kl_k3", "l2x_subset", "measure_valued",
-    "measure_valued_gaussian", "pathwise", "ppo_surrogate", "rao_blackwell", "rebar", "reinforce", "relax",
-    "relaxed_topk_l2x", "relaxed_topk_softsub", "rloo", "score_function_gradient", "softsub",
+    "grpo_surrogate", "gumbel_sigmoid", "gumbel_softmax", "kl_k3", "l2x_subset", "loo_mean", "loo_sum",
+    "measure_valued", "measure_valued_gaussian", "pathwise", "ppo_surrogate", "rao_blackwell", "rebar",
+    "reinforce", "relax", "relaxed_topk_l2x", "relaxed_topk_softsub", "rloo", "score_function_gradient", "softsub",
     "stick_breaking_logits", "straight_through_gumbel", "vimco",
 ]

@@ -5,7 +5,11 @@ Every estimator is a function ``est(f, params, ..., samples=S, generator=None) -
 * ``params`` has shape ``[B, *E]``: a batch of ``B`` independent problems, each with parameters of event shape
   ``E`` (``[d]`` logits of a factorised Bernoulli, ``[V, K]`` logits of ``V`` categorical variables, ...).
 * ``f`` is vectorised: it maps a batch of samples ``[S, B, *E]`` to values ``[S, B]`` (one value per sample and
-  problem). ``f`` must act on each problem ``b`` separately (it may, e.g., look up ``targets[b]``).
+  problem). ``f`` must act on each problem ``b`` separately (it may, e.g., look up ``targets[b]``). Its values must
+  be real and finite. Integer and bool outputs (counts, 0/1 rewards) are cast to the parameters' dtype by every
+  estimator that uses only ``f``'s values (score-function family, ARM/DisARM, measure-valued, ES); estimators that
+  differentiate through ``f`` (``pathwise``, ``concrete``, ``l2x_subset``, ``softsub``, the control variates of
+  ``rebar``/``relax``) refuse them with a ``ValueError``, since an integer output has no gradient (:class:`CountingF`).
 * ``Estimate.surrogate`` is a scalar; ``surrogate.backward()`` puts into ``params.grad`` (and further back into
   whatever produced ``params``) the estimate of ``d E[f(z)] / d params[b]`` for every problem ``b``. Its *value*
   is the Monte Carlo estimate of ``sum_b E[f(z_b)]`` (the "magic box" idea of DiCE: ``value + (x - x.detach())``).
@@ -49,16 +53,38 @@ class Estimate:
 
 
 class CountingF:
-    """Wraps ``f``; checks its output and counts evaluated points per problem (the leading dim of each call)."""
+    """Wraps ``f``: checks its output, casts it to a floating dtype and counts evaluated points per problem.
 
-    def __init__(self, f: SampleFn, batch: int):
+    ``f`` must return a real tensor of shape ``[S, B]`` without NaN/inf. One rule for every estimator:
+
+    * estimators that only use ``f``'s *values* (``reinforce``, ``rloo``, ``vimco``, ``rao_blackwell``,
+      ``measure_valued``, ``arm``, ``disarm``, ``evolution_strategies``, and ``f(b)`` in ``rebar``/``relax``)
+      accept integer and bool outputs and cast them to ``dtype`` (the parameters' dtype), so ``f`` may return
+      counts, 0/1 indicators or rewards;
+    * estimators that *differentiate through* ``f`` (``pathwise``, ``concrete``, ``l2x_subset``, ``softsub``, the
+      control variates of ``rebar``/``relax``; call :meth:`through`) raise ``ValueError`` for integer and bool
+      outputs: such an output carries no gradient, so the estimate would silently be zero.
+
+    ``count`` is the number of points evaluated per problem (the leading dim of each call, summed).
+    """
+
+    def __init__(self, f: SampleFn, batch: int, dtype: torch.dtype | None = None):
         if not callable(f):
             raise ValueError(f"f must be callable (samples [S, B, *E] -> values [S, B]); got {type(f).__name__}")
         self.f = f
         self.batch = batch
+        self.dtype = dtype
         self.count = 0
 
     def __call__(self, z: Tensor) -> Tensor:
+        return self.evaluate(z, None)
+
+    def through(self, who: str) -> Callable[[Tensor], Tensor]:
+        """``f`` for an estimator ``who`` that backpropagates through it: integer/bool outputs are rejected."""
+        return lambda z: self.evaluate(z, who)
+
+    def evaluate(self, z: Tensor, through: str | None) -> Tensor:
+        """``f(z)`` checked: shape ``[S, B]``, real, finite; integer/bool cast to ``dtype`` unless ``through``."""
         out = self.f(z)
         if not isinstance(out, Tensor):
             raise ValueError(f"f must return a tensor of shape [S, B]; got {type(out).__name__}")
@@ -66,6 +92,17 @@ class CountingF:
         if tuple(out.shape) != expected:
             raise ValueError(f"f must map samples [S, B, *E] to values [S, B] = {list(expected)}; "
                              f"got shape {list(out.shape)} for samples of shape {list(z.shape)}")
+        if out.is_complex():
+            raise ValueError(f"f must return real values; got dtype {out.dtype}")
+        if not out.is_floating_point():
+            if through is not None:
+                raise ValueError(f"f returned {out.dtype} values, but {through} differentiates through f and an "
+                                 "integer or bool output carries no gradient (the estimate would be 0). Return "
+                                 "floating values that depend differentiably on the samples, or use an estimator "
+                                 "that needs only f's values (reinforce, rloo, arm, disarm, rao_blackwell)")
+            dtype = self.dtype if self.dtype is not None else (
+                z.dtype if z.is_floating_point() else torch.get_default_dtype())
+            out = out.to(dtype)
         if not bool(torch.isfinite(out.detach()).all()):
             raise ValueError("f returned NaN or inf values")
         self.count += z.shape[0]

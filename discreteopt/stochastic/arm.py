@@ -78,7 +78,7 @@ def _antithetic(f: SampleFn, logits: Tensor, family: Family | None, samples: int
     family.check(logits, "logits")
     s = check_samples(samples)
     check_generator(generator, logits.device)
-    cf = CountingF(f, logits.shape[0])
+    cf = CountingF(f, logits.shape[0], logits.dtype)
     categorical = isinstance(family, Categorical)
     with torch.enable_grad():
         th = logits.detach().clone().requires_grad_(True)  # private leaf: the estimate is d/d th

@@ -23,6 +23,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from .loo import loo_mean, loo_sum
+
 
 class BaselineOutput(NamedTuple):
     value: Tensor  # [S, B] or [S, B, *E], no autograd
@@ -72,12 +74,18 @@ class MovingAverage:
 
 
 class LeaveOneOut:
-    """``b_i = mean_{k != i} f(z_k)`` (the RLOO baseline; needs ``samples >= 2``)."""
+    """RLOO baseline ``b_i = mean_{k != i} f(z_k)`` ``[S, B]`` (Kool, van Hoof & Welling, 2019); ``samples >= 2``.
+
+    Unbiased because ``b_i`` is a function of the other samples only. It is formed with :func:`~.loo.loo_sum`
+    (exclusive prefix + suffix sums), never as ``(sum_k f_k - f_i) / (S - 1)``, whose rounding error depends on
+    ``f_i`` and biases the estimate when one value dominates.
+
+    >>> est = reinforce(f, logits, samples=4, baseline=LeaveOneOut())   # same as rloo(f, logits, samples=4)
+    """
 
     def __call__(self, f_values, scores, params, z):
         _need_two(f_values, "leave-one-out")
-        s = f_values.shape[0]
-        return BaselineOutput((f_values.sum(0, keepdim=True) - f_values) / (s - 1))
+        return BaselineOutput(loo_mean(f_values))  # [S, B]
 
     def __repr__(self) -> str:
         return "LeaveOneOut()"
@@ -86,15 +94,23 @@ class LeaveOneOut:
 class OptimalConstant:
     """Per-parameter variance-minimising constant ``b*_j = E[f s_j^2] / E[s_j^2]``, estimated leave-one-out.
 
-    ``b_ij = sum_{k != i} f_k s_kj^2 / sum_{k != i} s_kj^2`` (needs ``samples >= 2``).
+    Greensmith, Bartlett & Baxter (2004): among constant baselines, ``b*_j`` minimises the variance of coordinate
+    ``j`` of ``(f - b) s``. Estimated from the other samples (``samples >= 2``) so that it stays unbiased:
+
+        b_ij = sum_{k != i} f_k s_kj^2 / sum_{k != i} s_kj^2        (0 where the denominator is 0)
+
+    ``value`` has shape ``[S, B, *E]``. Both leave-one-out sums use :func:`~.loo.loo_sum` (no ``total - own``: at
+    logits near +-9 in float32 the rare sample's ``s^2 ~ 1`` swallows the others' ``s^2 ~ 1e-8``).
+
+    >>> est = reinforce(f, logits, samples=8, baseline=OptimalConstant())
     """
 
     def __call__(self, f_values, scores, params, z):
         _need_two(f_values, "optimal constant")
         fv = f_values.reshape(*f_values.shape, *([1] * (scores.ndim - 2)))  # [S, B, 1...]
         s2 = scores * scores  # [S, B, *E]
-        num = (fv * s2).sum(0, keepdim=True) - fv * s2
-        den = s2.sum(0, keepdim=True) - s2
+        num = loo_sum(fv * s2)  # [S, B, *E]
+        den = loo_sum(s2)
         tiny = torch.finfo(s2.dtype).tiny
         b = torch.where(den > tiny, num / den.clamp(min=tiny), torch.zeros_like(num))  # [S, B, *E]
         return BaselineOutput(b)
@@ -135,12 +151,33 @@ class ControlVariate:
     ``g_j = mean_i [f_i s_ij - c_ij (h_i s_ij - d_j E[h])]``: unbiased since ``E[h s] = grad E[h]`` and ``c_ij`` is
     estimated from the other samples (leave-one-out; needs ``samples >= 3`` to be useful, ``>= 2`` to run).
 
-    ``h``: samples ``[S, B, *E]`` -> ``[S, B]``; ``h_mean``: params ``[B, *E]`` -> ``E[h]`` ``[B]``, differentiable
-    (its gradient is taken with autograd). Example: MuProp's first-order Taylor expansion of ``f`` around ``E[z]``
-    (Gu, Levine, Sutskever & Mnih, 2016). With ``h = 1`` this reduces to :class:`OptimalConstant`.
+    Arguments:
+        h: samples ``[S, B, *E]`` -> ``[S, B]``.
+        h_mean: params ``[B, *E]`` -> ``E[h]`` ``[B]``, differentiable (its gradient ``d_j E[h]`` is taken with
+            autograd). Example: MuProp's first-order Taylor expansion of ``f`` around ``E[z]`` (Gu, Levine,
+            Sutskever & Mnih, 2016). With ``h = 1`` this reduces to :class:`OptimalConstant`.
+        c: ``None`` estimates ``c*`` leave-one-out (a ratio of moments of ``S - 1`` samples: noisy, and it can
+            *add* variance below ~20 samples); a number fixes the scale (``c = 1`` is MuProp's estimator), with
+            no estimation noise.
 
-    ``c``: ``None`` estimates ``c*`` leave-one-out (a ratio of moments of ``S - 1`` samples: noisy, and it can *add*
-    variance below ~20 samples); a number fixes the scale (``c = 1`` is MuProp's estimator), with no estimation noise.
+    With ``c=None``, ``x_k = f_k s_k`` and ``y_k = h_k s_k`` (per parameter), ``n = S - 1``:
+
+        m^x_i = 1/n sum_{k != i} x_k,   Cov_i = 1/n sum_{k != i} x_k y_k - m^x_i m^y_i,
+        Var_i = 1/n sum_{k != i} y_k^2 - (m^y_i)^2,   c_i = Cov_i / Var_i   (0 where Var_i <= 1e-10 E_{-i}[y^2])
+
+    Every leave-one-out sum is a :func:`~.loo.loo_sum` accumulated in float64, so ``c_i`` is a function of the
+    other samples only (at ``S = 2`` the leave-one-out variance is exactly 0 and ``c = 0``); ``total - own`` would
+    let the rounding of ``sample i`` leak into its own scale and bias the estimate. ``value`` and ``correction``
+    are returned in float64 (``c_i h_i`` rounded to float32 would depend on ``h_i``);
+    :func:`~.score_function.score_function_gradient` casts the estimate back. Limit in float32: the correction
+    ``c d E[h]`` cancels ``c h s`` only to the float32 rounding of the scores (and of ``h_mean``'s gradient), so
+    with ``|c h| >> |grad|`` (e.g. ``f = 1e4 + O(1)``) a relative bias of ``~1e-7 |c h| / |grad|`` remains; use
+    float64 logits there. ``h_mean`` should keep full precision at extreme logits (``exp(logsigmoid(p))`` rather
+    than ``sigmoid(p)``, whose float32 backward is 0 beyond ``|p| ~ 17``). Reference for ``c*``: Ross
+    (2013), "Simulation", sec. 9.2. ``value`` has shape ``[S, B, *E]``, ``correction`` ``[B, *E]``.
+
+    >>> cv = ControlVariate(lambda z: (z * w).sum(-1), lambda p: (torch.sigmoid(p) * w).sum(-1))
+    >>> est = reinforce(f, logits, samples=16, baseline=cv)
     """
 
     def __init__(self, h: Callable[[Tensor], Tensor], h_mean: Callable[[Tensor], Tensor], c: float | None = None):
@@ -155,28 +192,31 @@ class ControlVariate:
     def __call__(self, f_values, scores, params, z):
         if self.c is None:
             _need_two(f_values, "control-variate")
-        s = f_values.shape[0]
         with torch.no_grad():
             hv = self.h(z)
-        if tuple(hv.shape) != tuple(f_values.shape):
-            raise ValueError(f"h must map samples to [S, B] = {list(f_values.shape)}; got {list(hv.shape)}")
+        if not isinstance(hv, Tensor) or tuple(hv.shape) != tuple(f_values.shape):
+            got = list(hv.shape) if isinstance(hv, Tensor) else type(hv).__name__
+            raise ValueError(f"h must map samples to [S, B] = {list(f_values.shape)}; got {got}")
+        hv = hv.detach().to(f_values.dtype)
         with torch.enable_grad():
             th = params.detach().clone().requires_grad_(True)
             (dmean,) = torch.autograd.grad(self.h_mean(th).sum(), th)  # [B, *E]
         extra = [1] * (scores.ndim - 2)
         if self.c is not None:
             return BaselineOutput(self.c * hv, correction=self.c * dmean)
-        x = f_values.reshape(*f_values.shape, *extra) * scores  # [S, B, *E]
-        y = hv.reshape(*hv.shape, *extra).detach() * scores  # [S, B, *E]
-        n = s - 1
-        mx = (x.sum(0) - x) / n
-        my = (y.sum(0) - y) / n
-        cov = ((x * y).sum(0) - x * y) / n - mx * my
-        var = ((y * y).sum(0) - y * y) / n - my * my
-        tiny = torch.finfo(var.dtype).tiny
-        c = torch.where(var > 1e-12 * (my * my + tiny), cov / var.clamp(min=tiny), torch.zeros_like(cov))
-        b = c * hv.reshape(*hv.shape, *extra)  # [S, B, *E]: (f - c h) s
-        return BaselineOutput(b, correction=c.mean(0) * dmean)
+        n = f_values.shape[0] - 1
+        s64 = scores.double()
+        x = f_values.double().reshape(*f_values.shape, *extra) * s64  # [S, B, *E]
+        y = hv.double().reshape(*hv.shape, *extra) * s64  # [S, B, *E]
+        mx, my = loo_sum(x) / n, loo_sum(y) / n
+        m2 = loo_sum(y * y) / n
+        cov = loo_sum(x * y) / n - mx * my
+        var = m2 - my * my
+        tiny = torch.finfo(torch.float64).tiny
+        c = torch.where(var > 1e-10 * m2 + tiny, cov / var.clamp(min=tiny), torch.zeros_like(cov))  # [S, B, *E]
+        # b = c h and the correction stay in float64: rounding c_i h_i to float32 would depend on h_i itself
+        b = c * hv.double().reshape(*hv.shape, *extra)  # [S, B, *E]: (f - c h) s
+        return BaselineOutput(b, correction=c.mean(0) * dmean.double())
 
     def __repr__(self) -> str:
         return f"ControlVariate(c={self.c})"

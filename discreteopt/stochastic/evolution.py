@@ -1,20 +1,21 @@
 """Evolution strategies: gradients of a Gaussian-smoothed black-box objective over continuous parameters.
 
-For any (even non-differentiable) ``f``, the smoothed objective ``F_sigma(theta) = E_{eps ~ N(0, I)}[f(theta +
-sigma eps)]`` has gradient ``E[f(theta + sigma eps) eps] / sigma`` (the score function of ``N(theta, sigma^2 I)``
-w.r.t. its mean; Rechenberg, 1973; Salimans, Ho, Chen, Sidor & Sutskever, 2017, "Evolution strategies as a scalable
-alternative to reinforcement learning"):
+For any (even non-differentiable) ``f``, the smoothed objective ``F_s(theta) = E_{eps ~ N(0, I)}[f(theta +
+s eps)]`` (``s`` the noise ``scale``) has gradient ``E[f(theta + s eps) eps] / s`` (the score function of
+``N(theta, s^2 I)`` w.r.t. its mean; Rechenberg, 1973; Salimans, Ho, Chen, Sidor & Sutskever, 2017, "Evolution
+strategies as a scalable alternative to reinforcement learning"):
 
-* plain: ``g = 1/(S sigma) sum_i (f(theta + sigma eps_i) - b_i) eps_i`` with any baseline of
-  :mod:`discreteopt.stochastic.baselines` (the scores are ``eps / sigma``); ``n_evals = S``;
-* antithetic (mirrored sampling): ``g = 1/(2 S sigma) sum_i (f(theta + sigma eps_i) - f(theta - sigma eps_i))
-  eps_i``; ``n_evals = 2 S`` (``samples`` counts pairs).
+* plain: ``g = 1/(S s) sum_i (f(theta + s eps_i) - b_i) eps_i`` with any baseline of
+  :mod:`discreteopt.stochastic.baselines` (the scores are ``eps / s``); ``n_evals = S``;
+* antithetic (mirrored sampling): ``g = 1/(2 S s) sum_i (f(theta + s eps_i) - f(theta - s eps_i)) eps_i``;
+  ``n_evals = 2 S`` (``samples`` counts pairs).
 
-Both are unbiased for ``grad F_sigma``, not for ``grad f`` (the bias w.r.t. ``grad f`` is ``O(sigma^2)`` for smooth
-``f``).
+Both are unbiased for ``grad F_s``, not for ``grad f`` (the bias w.r.t. ``grad f`` is ``O(s^2)`` for smooth ``f``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor
@@ -38,20 +39,33 @@ def evolution_strategies(
     f: SampleFn,
     params: Tensor,
     *,
-    sigma: float = 0.1,
+    scale: float | None = None,
     samples: int = 1,
     antithetic: bool = True,
     baseline: Baseline | None = None,
     generator: torch.Generator | None = None,
+    sigma: float | None = None,
 ) -> Estimate:
-    """ES estimate of ``grad_theta E[f(theta + sigma eps)]`` for continuous ``params`` ``[B, *E]``.
+    """ES estimate of ``grad_theta E[f(theta + scale eps)]``, ``eps ~ N(0, I)``, for continuous ``params`` ``[B, *E]``.
 
     ``f`` maps points ``[S', B, *E]`` to ``[S', B]`` (``S' = 2 * samples`` with ``antithetic``, ``samples``
-    otherwise; no gradient flows through ``f``'s input). ``baseline`` only applies without ``antithetic`` (the
-    mirrored pair is its own baseline). The surrogate's value is the Monte Carlo estimate of ``F_sigma``.
+    otherwise; no gradient flows through ``f``'s input; integer/bool outputs are cast to ``params``' dtype).
+    ``scale > 0`` is the noise scale (default 0.1; ``sigma=`` is its deprecated name). ``baseline`` only applies
+    without ``antithetic`` (the mirrored pair is its own baseline). The surrogate's value is the Monte Carlo estimate
+    of ``F_scale``; ``info["scale"]`` holds the scale.
+
+    >>> est = evolution_strategies(lambda x: -(x ** 2).sum(-1), torch.ones(4, 3), scale=0.1, samples=16)
+    >>> est.grad                 # ~ -2 (the smoothed gradient of -|x|^2 at 1)
     """
     check_tensor_param(params, "params")
-    sigma = check_positive(sigma, "sigma")
+    if sigma is not None:
+        if scale is not None:
+            raise ValueError(f"pass scale= only (sigma= is its deprecated name); got scale={scale!r} and "
+                             f"sigma={sigma!r}")
+        warnings.warn("sigma= is deprecated: the noise scale is called scale= everywhere in discreteopt",
+                      DeprecationWarning, stacklevel=2)
+        scale = check_positive(sigma, "sigma")
+    scale = 0.1 if scale is None else check_positive(scale, "scale")
     s = check_samples(samples)
     check_generator(generator, params.device)
     if not isinstance(antithetic, bool):
@@ -59,20 +73,20 @@ def evolution_strategies(
     if antithetic and baseline is not None:
         raise ValueError("baseline must be None with antithetic=True (the mirrored pair is already a baseline)")
     base = as_baseline(baseline)
-    cf = CountingF(f, params.shape[0])
+    cf = CountingF(f, params.shape[0], params.dtype)
     th = params.detach()
     eps = normal((s, *th.shape), th, generator)  # [S, B, *E]
     extra = [1] * (eps.ndim - 2)
     if antithetic:
-        fv = cf(torch.cat([th + sigma * eps, th - sigma * eps]))  # [2S, B]
+        fv = cf(torch.cat([th + scale * eps, th - scale * eps]))  # [2S, B]
         fp, fm = fv[:s].detach(), fv[s:].detach()
-        g = (((fp - fm) / (2.0 * sigma)).reshape(s, -1, *extra) * eps).mean(0)  # [B, *E]
+        g = (((fp - fm) / (2.0 * scale)).reshape(s, -1, *extra) * eps).mean(0)  # [B, *E]
         value, aux = fv.mean(0), None
     else:
-        x = th + sigma * eps
+        x = th + scale * eps
         fv = cf(x)  # [S, B]
         fd = fv.detach()
-        score = eps / sigma  # d log N(x; theta, sigma^2) / d theta
+        score = eps / scale  # d log N(x; theta, scale^2) / d theta
         g, aux = score_function_gradient(base, fd, score, th, x)  # [B, *E]
         value = fv.mean(0)
-    return finish(value, params, g, cf.count, f_values=fv.detach(), aux_loss=aux, info={"sigma": sigma})
+    return finish(value, params, g, cf.count, f_values=fv.detach(), aux_loss=aux, info={"scale": scale})

@@ -16,6 +16,13 @@ KSubset(k)      ``[B, n]``             ``[S, B, n]`` in {0, 1} with exactly ``k`
                                        ``p(z) = exp(<theta, z>) / e_k(exp(theta))`` (conditional Poisson)
 ==============  =====================  ====================================================================
 
+Precision at extreme logits: scores use ``1 - E[z]`` formed without the subtraction (:meth:`Family.complement`) and
+Bernoulli log-probabilities use ``log sigmoid(+-theta)``, so both keep full relative precision (a float32 logit of 20
+has ``1 - sigmoid(20) = 2e-9``, which ``1 - sigmoid`` rounds to 0). Sampling compares uniforms of the parameters'
+dtype (a grid of ``2^-24`` in float32), so event probabilities below ~6e-8 are rounded in float32 sampling (and
+Gumbel-argmax never picks a class about 20 logits behind the best); use float64 logits where such events matter. The
+autograd gradient of a Categorical log-probability (:func:`~.exact.gradient`) forms ``1 - pi_k`` by subtraction.
+
 Factorised families (Bernoulli, Categorical) also expose their factors (``V`` variables with ``C`` values) for the
 Rao-Blackwellised and measure-valued estimators, and a reparameterisation ``z = theta + noise``, ``b = H(z)`` with
 the conditional ``z~ | b`` needed by REBAR/RELAX (Tucker et al., 2017, appendix).
@@ -32,6 +39,7 @@ from torch import Tensor
 
 from ..noise import Gumbel, Logistic
 from ._types import check_tensor_param, uniform
+from .loo import loo_sum
 
 _NEG = -1e30  # finite "log 0": keeps gradients of log-sum-exp recursions free of NaN
 
@@ -61,10 +69,24 @@ class Family:
         """``E[z]`` ``[B, *E]`` (the gradient of the log-partition function)."""
         raise NotImplementedError
 
+    def complement(self, params: Tensor) -> Tensor:
+        """``1 - E[z]`` ``[B, *E]`` (the probability that an entry is 0), computed without the subtraction.
+
+        ``1 - E[z]`` loses every digit when ``E[z]`` is close to 1 (``1 - sigmoid(20) == 0`` in float32 although
+        it is ``2e-9``); the families override this with a form accurate to the dtype's relative precision.
+        """
+        return 1.0 - self.mean(params)
+
     def score(self, params: Tensor, z: Tensor) -> Tensor:
-        """``d log p(z) / d params = z - E[z]`` ``[n, B, *E]`` (values, no autograd)."""
+        """``d log p(z) / d params = z - E[z]`` ``[n, B, *E]`` (values, no autograd).
+
+        Evaluated as ``z (1 - E[z]) - (1 - z) E[z]`` with :meth:`complement` for ``1 - E[z]``, which equals
+        ``z - E[z]`` for every ``z`` and is accurate for 0/1 samples at extreme logits (the rare sample's score
+        is ``-E[z]``, the common one's ``1 - E[z]``, both to full relative precision).
+        """
         with torch.no_grad():
-            return z - self.mean(params.detach())
+            th = params.detach()
+            return z * self.complement(th) - (1.0 - z) * self.mean(th)
 
     def outcomes(self, event_shape: tuple[int, ...], like: Tensor) -> Tensor:
         """Every outcome ``[N, *E]`` of one problem (for exact enumeration)."""
@@ -121,11 +143,16 @@ class Bernoulli(Family):
         return (u < torch.sigmoid(params.detach())).to(params.dtype)
 
     def log_prob(self, params, z):
-        lp = torch.distributions.Bernoulli(logits=params).log_prob(z)  # [n, B, *E]
+        # z log sigmoid(theta) + (1 - z) log sigmoid(-theta): its gradient z - sigmoid(theta) comes out as
+        # z sigmoid(-theta) - (1 - z) sigmoid(theta), accurate at extreme logits (torch.distributions' is not)
+        lp = z * F.logsigmoid(params) + (1 - z) * F.logsigmoid(-params)  # [n, B, *E]
         return lp.flatten(2).sum(-1)  # [n, B]
 
     def mean(self, params):
         return torch.sigmoid(params)
+
+    def complement(self, params):
+        return torch.sigmoid(-params)  # 1 - sigmoid(theta), to full relative precision
 
     def outcomes(self, event_shape, like):
         m = math.prod(event_shape)
@@ -138,8 +165,10 @@ class Bernoulli(Family):
         return math.prod(event_shape), 2
 
     def factor_probs(self, params):
-        p = torch.sigmoid(params).flatten(1)  # [B, V]
-        return torch.stack([1 - p, p], dim=-1)  # [B, V, 2]
+        # exp(logsigmoid(+-theta)): both probabilities and their gradients sigmoid(theta) sigmoid(-theta) keep full
+        # relative precision at extreme logits (1 - sigmoid(theta) and sigmoid's backward y (1 - y) do not)
+        lp = F.logsigmoid(torch.stack([-params, params], dim=-1))  # [B, *E, 2]
+        return lp.exp().reshape(params.shape[0], -1, 2)  # [B, V, 2]
 
     def factor_index(self, z):
         return z.flatten(2).long()  # [n, B, V]
@@ -201,6 +230,9 @@ class Categorical(Family):
 
     def mean(self, params):
         return torch.softmax(params, dim=-1)
+
+    def complement(self, params):
+        return loo_sum(torch.softmax(params, dim=-1), dim=-1)  # 1 - pi_k = sum_{j != k} pi_j
 
     def outcomes(self, event_shape, like):
         k = event_shape[-1]
@@ -334,6 +366,21 @@ class KSubset(Family):
         right = suffix[:, 1:, :][..., k - 1 - j]  # [B, n, k]: e_{k-1-j}(w_{>i})
         log_rest = torch.logsumexp(left + right, dim=-1)  # [B, n]
         return torch.exp(params + log_rest - suffix[:, 0, k, None])
+
+    def complement(self, params):
+        """Exclusion probabilities ``P(z_i = 0) = e_k(w_{-i}) / e_k(w)`` ``[B, n]`` (no ``1 - P(z_i = 1)``).
+
+        ``e_k(w_{-i}) = sum_{j=0..k} e_j(w_0..w_{i-1}) e_{k-j}(w_{i+1}..w_{n-1})``, from the same tables as
+        :meth:`mean`.
+        """
+        n, k = params.shape[1], self.k
+        suffix = self._table(params)  # [B, n+1, k+1]
+        prefix = self._table(params.flip(1)).flip(1)  # [B, n+1, k+1]
+        j = torch.arange(k + 1, device=params.device)
+        left = prefix[:, :n, :]  # [B, n, k+1]: e_j(w_{<i}), j = 0..k
+        right = suffix[:, 1:, :][..., k - j]  # [B, n, k+1]: e_{k-j}(w_{>i})
+        log_out = torch.logsumexp(left + right, dim=-1)  # [B, n]
+        return torch.exp(log_out - suffix[:, 0, k, None])
 
     def outcomes(self, event_shape, like):
         (n,) = event_shape

@@ -46,21 +46,26 @@ def measure_valued(
     samples: int = 1,
     generator: torch.Generator | None = None,
 ) -> Estimate:
-    """Measure-valued derivative of ``E[f(z)]`` w.r.t. the logits of a Bernoulli or Categorical ``family``."""
+    """Measure-valued derivative of ``E[f(z)]`` w.r.t. the logits of a Bernoulli or Categorical ``family``.
+
+    Bernoulli: ``g_j = p_j (1 - p_j) (f(z_j = 1) - f(z_j = 0))`` (``p (1 - p)`` as ``sigmoid(theta)
+    sigmoid(-theta)``, accurate at extreme logits); Categorical: ``g_vk = pi_vk (f(z_v = e_k) - f(z))``. ``logits``
+    ``[B, *E]``, ``f``: ``[S, B, *E] -> [S, B]`` (integer/bool values cast to the logits' dtype);
+    ``n_evals = samples * (1 + V (C - 1))``. Reference: Mohamed et al. (2020), sec. 6.
+    """
     family = as_family(family)
     family.check(logits, "logits")
     if not isinstance(family, (Bernoulli, Categorical)):
         raise ValueError(f"family must be Bernoulli or Categorical for measure_valued; got {family!r}")
     s = check_samples(samples)
     check_generator(generator, logits.device)
-    cf = CountingF(f, logits.shape[0])
+    cf = CountingF(f, logits.shape[0], logits.dtype)
     z = family.sample(logits, s, generator)  # [S, B, *E]
     fv = cf(z)  # [S, B]
     table = local_table(cf, family, z, fv)  # [S, B, V, C]
     probs = family.factor_probs(logits.detach())  # [B, V, C]
     if isinstance(family, Bernoulli):
-        p = probs[..., 1]  # [B, V]
-        g = (p * (1 - p))[None] * (table[..., 1] - table[..., 0])  # [S, B, V]
+        g = (probs[..., 0] * probs[..., 1])[None] * (table[..., 1] - table[..., 0])  # [S, B, V]: p (1 - p) df
     else:
         g = probs[None] * (table - fv.detach()[..., None, None])  # [S, B, V, K]
     g = g.mean(0).reshape(logits.shape)  # [B, *E]
@@ -87,7 +92,7 @@ def measure_valued_gaussian(
     s = check_samples(samples)
     check_generator(generator, mean.device)
     b, d = mean.shape
-    cf = CountingF(f, b)
+    cf = CountingF(f, b, mean.dtype)
     mu, sd = mean.detach(), log_std.detach().exp()
     x = mu + sd * normal((s, b, d), mu, generator)  # [S, B, d]
     fx = cf(x)  # [S, B]

@@ -5,7 +5,15 @@ For ``x = g(theta, eps)`` with ``eps`` independent of ``theta`` (``torch.distrib
     grad E_theta[f(x)] = E_eps[grad_x f(g(theta, eps)) d g / d theta],
 
 estimated by ``1/S sum_i f(x_i)`` and autograd (Kingma & Welling, 2014; Rezende, Mohamed & Wierstra, 2014;
-Mohamed et al., 2020, sec. 5). Unbiased for ``f`` differentiable almost everywhere with integrable gradient.
+Mohamed, Rosca, Figurnov & Mnih, 2020, "Monte Carlo gradient estimation in machine learning", sec. 5).
+
+When is it unbiased? Exactly when the derivative may be moved inside the expectation: ``theta -> f(g(theta,
+eps))`` must be absolutely continuous along the reparameterisation path for almost every ``eps`` with an
+integrable derivative -- e.g. ``f`` differentiable, or Lipschitz (ReLU, ``|x|``, hinge), and ``g`` smooth in
+``theta``, with ``E[sup_theta |grad_theta f(g(theta, eps))|] < inf`` near ``theta`` (dominated convergence).
+"Differentiable almost everywhere" is *not* enough: a step function ``f(x) = 1[x > 0]`` has derivative 0 almost
+everywhere, so the estimate is 0 while ``d/d mu P(x > 0) = N(0; mu, sigma^2) != 0``; the jump contributes a term
+the pathwise estimator cannot see. For such ``f`` use a score-function or measure-valued estimator.
 """
 
 from __future__ import annotations
@@ -36,10 +44,23 @@ def pathwise(
 ) -> Estimate:
     """Reparameterisation estimator of ``grad E[f(x)]``, ``x ~ distribution``; ``n_evals = samples``.
 
-    ``distribution`` has ``batch_shape = [B, ...]`` and ``has_rsample`` (Normal, MultivariateNormal, Gamma, Beta,
-    RelaxedOneHotCategorical, ...); ``f`` maps ``[S, *batch_shape, *event_shape]`` -> ``[S, B]``. Gradients reach
-    whatever parameters built ``distribution``; ``torch.distributions`` cannot take a generator, so a given
-    ``generator`` seeds the global RNG inside :func:`torch.random.fork_rng` (the global state is left untouched).
+    Surrogate ``sum_b 1/S sum_i f(x_i)[b]`` with ``x_i = distribution.rsample()``; its backward is the estimate
+    (unbiased under the condition in the module docstring: ``f`` differentiable or Lipschitz along the path, not
+    merely differentiable almost everywhere).
+
+    Arguments:
+        f: samples ``[S, *batch_shape, *event_shape]`` -> values ``[S, B]``, floating and differentiable in its
+            input (an integer or bool output carries no gradient and raises ``ValueError``).
+        distribution: a ``torch.distributions.Distribution`` with ``batch_shape = [B, ...]`` and ``has_rsample``
+            (Normal, MultivariateNormal, Gamma, Beta, RelaxedOneHotCategorical, ...). Gradients reach whatever
+            parameters built it. Non-finite samples raise ``ValueError`` naming the distribution (not ``f``).
+        samples: ``S >= 1``.
+        generator: ``torch.distributions`` cannot take one, so a given generator seeds the global RNG inside
+            :func:`torch.random.fork_rng` (the global state is left untouched).
+
+    >>> mu = torch.zeros(4, 3, requires_grad=True)
+    >>> est = pathwise(lambda x: (x ** 2).sum(-1), D.Normal(mu, 1.0), samples=8)
+    >>> est.surrogate.backward()    # mu.grad ~ 2 mu
     """
     if not isinstance(distribution, D.Distribution):
         raise ValueError(f"distribution must be a torch.distributions.Distribution; got {type(distribution).__name__}")
@@ -52,8 +73,16 @@ def pathwise(
     s = check_samples(samples)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
-    cf = CountingF(f, distribution.batch_shape[0])
     x = _rsample(distribution, s, generator)  # [S, *batch_shape, *event_shape]
-    fv = cf(x)  # [S, B]
+    if not x.is_floating_point():
+        raise ValueError(f"distribution {type(distribution).__name__} produced {x.dtype} samples; the pathwise "
+                         "estimator needs real-valued samples")
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        raise ValueError(f"distribution {type(distribution).__name__}.rsample returned {int(bad.sum())} NaN or inf "
+                         f"values out of {x.numel()} (check its parameters, e.g. NaN/inf or extreme values, or use "
+                         "a wider dtype); f was not called")
+    cf = CountingF(f, distribution.batch_shape[0], x.dtype)
+    fv = cf.through("pathwise")(x)  # [S, B]; integer/bool outputs rejected (no gradient through them)
     per_item = fv.mean(0)  # [B]
     return Estimate(per_item.sum(), per_item, cf.count, samples=x.detach(), f_values=fv.detach())

@@ -106,15 +106,16 @@ def relax(
         raise ValueError(f"control_variate must be callable (z, family, f) -> [S, B]; got {control_variate!r}")
     s = check_samples(samples)
     check_generator(generator, logits.device)
-    cf = CountingF(f, logits.shape[0])
+    cf = CountingF(f, logits.shape[0], logits.dtype)
     with torch.enable_grad():
         th = logits.detach().clone().requires_grad_(True)  # private leaf: the estimate is d/d th
         z = family.perturb(th, s, generator)  # [S, B, *E]
         b = family.hard(z)
         zt = family.conditional(th, b, generator)  # [S, B, *E], z~ | b
         fb = cf(b)  # [S, B]
-        cz = control_variate(z, family, cf)
-        czt = control_variate(zt, family, cf)
+        f_cv = cf.through("the control variate of rebar/relax")  # c(z) is differentiated: no integer f there
+        cz = control_variate(z, family, f_cv)
+        czt = control_variate(zt, family, f_cv)
         for name, c in (("c(z)", cz), ("c(z~)", czt)):
             if tuple(c.shape) != tuple(fb.shape):
                 raise ValueError(f"control_variate must return [S, B] = {list(fb.shape)}; {name} has {list(c.shape)}")

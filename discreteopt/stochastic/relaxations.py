@@ -249,8 +249,8 @@ def relaxed_topk_softsub(
 # ------------------------------------------------------------------------------------------------ estimators
 
 
-def _pathwise_estimate(cf: CountingF, z: Tensor) -> Estimate:
-    fv = cf(z)  # [S, B]
+def _pathwise_estimate(cf: CountingF, z: Tensor, who: str) -> Estimate:
+    fv = cf.through(who)(z)  # [S, B]; integer/bool outputs rejected (no gradient through them)
     per_item = fv.mean(0)  # [B]
     return Estimate(per_item.sum(), per_item, cf.count, samples=z.detach(), f_values=fv.detach())
 
@@ -269,7 +269,11 @@ def concrete(
 
     Surrogate ``1/S sum_i f(y_i)``, ``y_i`` the relaxed sample of ``family`` (:class:`Bernoulli` -> binary Concrete,
     :class:`Categorical` -> Gumbel-softmax over the last dim) at temperature ``tau``. ``hard=True`` is the
-    straight-through variant: ``f`` sees the exact discrete sample, the gradient is the relaxed one.
+    straight-through variant: ``f`` sees the exact discrete sample, the gradient is the relaxed one. ``f`` is
+    differentiated, so it must return floating values (an integer or bool output raises ``ValueError``: it would
+    carry no gradient). ``logits`` ``[B, *E]``; ``f``: ``[S, B, *E] -> [S, B]``.
+
+    >>> est = concrete(lambda y: (y * w).sum((-1, -2)), logits, family=Categorical(), tau=0.5, samples=4)
     """
     family = as_family(family)
     family.check(logits, "logits")
@@ -278,11 +282,11 @@ def concrete(
     tau = check_positive(tau, "tau")
     s = check_samples(samples)
     check_generator(generator, logits.device)
-    cf = CountingF(f, logits.shape[0])
+    cf = CountingF(f, logits.shape[0], logits.dtype)
     z = family.perturb(logits, s, generator)  # [S, B, *E], differentiable
     soft = family.relax(z, tau)
     y = _straight_through(family.hard(z), soft) if hard else soft
-    return _pathwise_estimate(cf, y)
+    return _pathwise_estimate(cf, y, "concrete")
 
 
 def l2x_subset(
@@ -300,7 +304,7 @@ def l2x_subset(
     ``scores`` ``[B, n]``; ``f``: masks ``[S, B, n]`` -> ``[S, B]``.
     """
     m = relaxed_topk_l2x(scores, k, tau=tau, samples=samples, generator=generator, hard=hard)  # [S, B, n]
-    return _pathwise_estimate(CountingF(f, scores.shape[0]), m)
+    return _pathwise_estimate(CountingF(f, scores.shape[0], scores.dtype), m, "l2x_subset")
 
 
 def softsub(
@@ -318,4 +322,4 @@ def softsub(
     ``scores`` ``[B, n]`` (log-weights); ``f``: masks ``[S, B, n]`` -> ``[S, B]``.
     """
     m = relaxed_topk_softsub(scores, k, tau=tau, samples=samples, generator=generator, hard=hard)  # [S, B, n]
-    return _pathwise_estimate(CountingF(f, scores.shape[0]), m)
+    return _pathwise_estimate(CountingF(f, scores.shape[0], scores.dtype), m, "softsub")

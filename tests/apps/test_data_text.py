@@ -171,6 +171,127 @@ def test_load_beer_shares_one_vocabulary_and_pads(tmp_path):
     np.testing.assert_allclose(annotated.labels, [0.6, 0.2])
 
 
+# ------------------------------------------------------------------------------------------- bad Beer files
+def _ann(**fields):
+    row = {"x": ["aroma", "of", "pine"], "y": [0.8, 0.6, 0.7], "1": [[0, 2]]}
+    row.update(fields)
+    return json.dumps({k: v for k, v in row.items() if v is not None})
+
+
+BAD_ANNOTATIONS = {
+    "empty_y": (_ann(y=[]), r"'y' holds no score"),
+    "short_y": (_ann(y=[0.8]), None),  # one score: taken whatever the aspect (as for reviews)
+    "y_too_short_for_aspect": (_ann(y=[0.8, 0.6]), r"aspect=2 needs at least 3 scores in 'y'; got 2"),
+    "nan_label": ('{"x": ["a", "b"], "y": [0.8, NaN, 0.7]}', r"'y' scores must be finite"),
+    "label_out_of_range": (_ann(y=[0.8, 4.0, 0.7]), r"'y' scores must lie in \[0, 1\]"),
+    "y_strings": (_ann(y=["0.8", "0.6"]), r"'y' must be a list of numbers"),
+    "y_bools": (_ann(y=[True, False]), r"'y' must be a list of numbers"),
+    "y_not_list": (_ann(y=0.5), r"'y' must be a list of numbers"),
+    "spans_not_list": (_ann(**{"1": 5}), r"spans of aspect 1 \(key '1'\) must be a list"),
+    "spans_string": (_ann(**{"1": "0 2"}), r"spans of aspect 1 \(key '1'\) must be a list"),
+    "span_not_pair": (_ann(**{"1": [[0, 1, 2]]}), r"must be \[start, end\) integer pairs"),
+    "span_floats": (_ann(**{"1": [[0.5, 2]]}), r"must be \[start, end\) integer pairs"),
+    "span_out_of_range": (_ann(**{"1": [[1, 9]]}), r"must satisfy 0 <= start <= end <= 3"),
+    "x_string": (_ann(x="aroma of pine"), r"'x' must be a non-empty list of token strings"),
+    "x_empty": (_ann(x=[]), r"'x' must be a non-empty list of token strings"),
+    "x_numbers": (_ann(x=[1, 2]), r"'x' must be a non-empty list of token strings"),
+    "not_object": ("[1, 2, 3]", r"expected a JSON object .*got list"),
+    "missing_y": (_ann(y=None), r"expected a JSON object .*keys \['1', 'x'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ANNOTATIONS))
+def test_read_annotations_names_file_line_and_field(tmp_path, case):
+    """Old behaviour: IndexError (short/empty y), TypeError (spans not a list), NaN labels accepted, a string x
+    split into characters. Now a ValueError naming ``file:line`` and the field."""
+    line, match = BAD_ANNOTATIONS[case]
+    p = tmp_path / "ann.json"
+    p.write_text(_ann() + "\n" + line + "\n")
+    aspect = 2 if case == "y_too_short_for_aspect" else 1
+    if match is None:
+        _, labels, _ = read_annotations(p, aspect=aspect)
+        np.testing.assert_allclose(labels, [0.6, 0.8])
+        return
+    with pytest.raises(ValueError, match=match) as info:
+        read_annotations(p, aspect=aspect)
+    assert "ann.json:2" in str(info.value)
+
+
+@pytest.mark.parametrize("which", ["reviews", "annotations"])
+def test_empty_truncated_and_undecodable_files_name_the_file(tmp_path, which):
+    reader = read_reviews if which == "reviews" else read_annotations
+    empty = tmp_path / f"{which}_empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match=rf"{which} file .*{which}_empty.txt.* has no"):
+        reader(empty)
+    good = tmp_path / f"{which}.txt.gz"
+    if which == "reviews":
+        write_reviews(good, rows=REVIEWS * 200, opener=gzip.open)
+    else:
+        with gzip.open(good, "wt", encoding="utf-8") as fh:
+            fh.write((_ann() + "\n") * 500)
+    assert len(reader(good)[0]) > 1
+    cut = tmp_path / f"{which}_cut.txt.gz"
+    cut.write_bytes(good.read_bytes()[:-40])  # truncated .gz: EOFError in gzip, with no file name
+    with pytest.raises(ValueError, match=rf"{which} file .*{which}_cut.txt.gz.* cannot be read \(EOFError"):
+        reader(cut)
+    junk = tmp_path / f"{which}_junk.txt.gz"
+    junk.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match=rf"{which}_junk.txt.gz.* cannot be read"):
+        reader(junk)
+    latin = tmp_path / f"{which}_latin.txt"
+    latin.write_bytes("0.5\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{which}_latin.txt.* cannot be read \(UnicodeDecodeError"):
+        reader(latin)
+
+
+@pytest.mark.parametrize("line, match", [("0.5 1.7\ta b", r"scores must lie in \[0, 1\]"),
+                                         ("0.5 -0.1\ta b", r"scores must lie in \[0, 1\]"),
+                                         ("0.5 0.6\t   ", "no token after the tab"),
+                                         ("0.5 0.6 0.7\ta b", None)])
+def test_read_reviews_checks_score_range_and_tokens(tmp_path, line, match):
+    p = tmp_path / "r.txt"
+    p.write_text("0.1 0.2\tok line\n" + line + "\n")
+    if match is None:
+        np.testing.assert_allclose(read_reviews(p, aspect=1)[1], [0.2, 0.6])
+        with pytest.raises(ValueError, match=r"r.txt:1: aspect=2 needs at least 3 scores"):
+            read_reviews(p, aspect=2)
+        return
+    with pytest.raises(ValueError, match=match) as info:
+        read_reviews(p)
+    assert "r.txt:2" in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"aspect": -1}, "aspect must be a non-negative integer"),
+                                           ({"aspect": "1"}, "aspect must be"), ({"aspect": True}, "aspect must"),
+                                           ({"max_len": 0}, "max_len"), ({"max_vocab": 2}, "max_vocab"),
+                                           ({"vocab": {"a": 1}}, "vocab must be"), ({"reviews": 3}, "reviews file")])
+def test_load_beer_rejects_bad_arguments(tmp_path, kwargs, match):
+    args = {"reviews": write_reviews(tmp_path / "r.txt"), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        load_beer(**args)
+
+
+def test_text_data_and_vocabulary_validate_their_fields():
+    tok = np.array([[2, 1, 0]])
+    with pytest.raises(ValueError, match=r"labels must be finite real numbers.*1 NaN"):
+        TextData(tok, np.array([np.nan], np.float32), None, 3)
+    with pytest.raises(ValueError, match=r"tokens must be ids in \[0, vocab_size=3\); got values in \[0, 3\]"):
+        TextData(np.array([[3, 0]]), np.zeros(1, np.float32), None, 3)
+    with pytest.raises(ValueError, match="tokens must be integer ids"):
+        TextData(tok.astype(np.float32), np.zeros(1, np.float32), None, 3)
+    with pytest.raises(ValueError, match="relevant must be a bool"):
+        TextData(tok, np.zeros(1, np.float32), np.full((1, 3), 2), 3)
+    with pytest.raises(ValueError, match="N >= 1"):
+        TextData(tok[:0], np.zeros(0, np.float32), None, 3)
+    with pytest.raises(ValueError, match="must start with"):
+        Vocabulary(["a", "b"])
+    with pytest.raises(ValueError, match="distinct"):
+        Vocabulary(["<pad>", "<unk>", "a", "a"])
+    v = Vocabulary.build([["<unk>", "a", "<pad>"]])  # literal special tokens in the text map to their ids
+    assert v.itos == ["<pad>", "<unk>", "a"]
+
+
 # --------------------------------------------------------------------------------------------- digits
 def test_digits_split_and_binarisation():
     xtr, ytr, xte, yte = load_digits_data(seed=0)

@@ -170,3 +170,174 @@ def test_tileset_and_procedural_styles():
         assert len(np.unique(p_tiles[labels == cost], axis=0)) == (labels == cost).sum()
     with pytest.raises(ValueError, match="style"):
         generate_warcraft(2, 12, style="pixel")
+
+
+# ------------------------------------------------------------------------------------------------ bad files
+def _files(tmp_path, maps=None, weights=None, paths=None, split="train"):
+    """Write a valid 2-map split, replacing the arrays given; returns the directory."""
+    d = generate_warcraft(2, 12, seed=1)
+    np.save(tmp_path / f"{split}_maps.npy", d.maps if maps is None else maps)
+    np.save(tmp_path / f"{split}_vertex_weights.npy", d.weights if weights is None else weights)
+    np.save(tmp_path / f"{split}_shortest_paths.npy", d.paths if paths is None else paths)
+    return d
+
+
+def _weights(value, where=(0, 3, 4), dtype=np.float32):
+    w = generate_warcraft(2, 12, seed=1).weights.astype(dtype)
+    w[where] = value
+    return w
+
+
+def _paths_with(change):
+    p = generate_warcraft(2, 12, seed=1).paths.copy()
+    change(p)
+    return p
+
+
+def _cut(p):  # remove an interior vertex of path 1: the path falls apart
+    idx = np.argwhere(p[1] == 1)
+    inner = [tuple(i) for i in idx if tuple(i) not in ((0, 0), (11, 11))]
+    p[(1, *inner[len(inner) // 2])] = 0
+
+
+def _stray(p):  # an extra vertex far from the path
+    p[0][np.unravel_index(np.argmin(_dist_to(p[0])), p[0].shape)] = 1
+
+
+def _dist_to(mask):
+    """Negative Chebyshev distance to the mask (argmin = the farthest tile)."""
+    idx = np.argwhere(mask == 1)
+    rr, cc = np.meshgrid(np.arange(12), np.arange(12), indexing="ij")
+    return -np.min(np.maximum(abs(rr[..., None] - idx[:, 0]), abs(cc[..., None] - idx[:, 1])), axis=-1)
+
+
+BAD_WEIGHTS = {
+    "nan": (_weights(np.nan), r"vertex weights must be finite; got 1 NaN and 0 inf"),
+    "inf": (_weights(np.inf), r"vertex weights must be finite; got 0 NaN and 1 inf"),
+    "negative": (_weights(-1.0), r"vertex weights must be > 0 .* e.g. -1.0 at index \(0, 3, 4\)"),
+    "zero": (_weights(0.0), r"vertex weights must be > 0"),
+    "huge": (_weights(1e300, dtype=np.float64), r"at most 3.4e38 / k\^2"),
+    "underflow": (_weights(1e-60, dtype=np.float64), r"becomes 0 in float32"),
+    "complex": (_weights(2.0, dtype=np.complex64), r"vertex weights must be real numbers .* complex64"),
+    "string": (_weights(2.0).astype(str), r"vertex weights must be real numbers .*<U"),
+    "bool": (_weights(1.0) > 0, r"vertex weights must be real numbers .* bool"),
+    "shape": (_weights(1.0)[:, :, :11], r"vertex weights must have shape \[N, k, k\]"),
+    "empty": (_weights(1.0)[:0], r"N >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WEIGHTS))
+def test_loader_rejects_bad_weights_naming_the_file(tmp_path, case):
+    w, match = BAD_WEIGHTS[case]
+    _files(tmp_path, weights=w)
+    with pytest.raises(ValueError, match=match) as info:
+        load_warcraft(tmp_path, "train", 12)
+    assert "train_vertex_weights.npy" in str(info.value)
+
+
+BAD_PATHS = {
+    "two": (_paths_with(lambda p: p.__setitem__((0, 0, 0), 2.0)), r"must hold only 0 and 1; got 1 other entries, "
+            r"e.g. 2.0 at index \(0, 0, 0\)"),
+    "nan": (_paths_with(lambda p: p.__setitem__((1, 5, 5), np.nan)), r"must hold only 0 and 1"),
+    "half": (_paths_with(lambda p: p.__setitem__((1, 5, 5), 0.5)), r"must hold only 0 and 1"),
+    "string": (generate_warcraft(2, 12, seed=1).paths.astype(str), r"shortest paths must be 0/1 masks .*<U"),
+    "no_corner": (_paths_with(lambda p: p.__setitem__((1, 11, 11), 0.0)), r"path 1 does not contain both"),
+    "broken": (_paths_with(_cut), r"path 1 is not one 8-connected path"),
+    "stray": (_paths_with(_stray), r"path 0 is not one 8-connected path .*1 of its"),
+    "empty_mask": (np.zeros((2, 12, 12), np.float32), r"path 0 does not contain both"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PATHS))
+def test_loader_rejects_bad_paths_naming_the_file(tmp_path, case):
+    p, match = BAD_PATHS[case]
+    _files(tmp_path, paths=p)
+    with pytest.raises(ValueError, match=match) as info:
+        load_warcraft(tmp_path, "train", 12)
+    assert "train_shortest_paths.npy" in str(info.value)
+
+
+def _maps(kind):
+    m = generate_warcraft(2, 12, seed=1).maps
+    if kind == "nan":
+        f = m.astype(np.float32) / 255
+        f[0, 3, 4, 1] = np.nan
+        return f
+    if kind == "above":
+        return m.astype(np.int32) + 300
+    if kind == "negative":
+        f = m.astype(np.float64)
+        f[1, 0, 0, 0] = -3.0
+        return f
+    if kind == "complex":
+        return m.astype(np.complex128)
+    if kind == "bool":
+        return m > 100
+    return m.astype(str)
+
+
+BAD_MAPS = {
+    "nan": r"maps must be finite; got 1 NaN and 0 inf",
+    "above": r"must lie in \[0, 255\].*got values in \[300, \d+\]",
+    "negative": r"must lie in \[0, 255\]",
+    "complex": r"maps must be RGB values .* complex128",
+    "bool": r"maps must be RGB values .* bool",
+    "string": r"maps must be RGB values .*<U",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MAPS))
+def test_loader_rejects_bad_maps_naming_the_file(tmp_path, case):
+    _files(tmp_path, maps=_maps(case))
+    with pytest.raises(ValueError, match=BAD_MAPS[case]) as info:
+        load_warcraft(tmp_path, "train", 12)
+    assert "train_maps.npy" in str(info.value)
+
+
+def test_loader_accepts_float_maps_in_0_255_and_bool_or_int_paths(tmp_path):
+    d = _files(tmp_path, maps=generate_warcraft(2, 12, seed=1).maps.astype(np.float64),
+               paths=generate_warcraft(2, 12, seed=1).paths.astype(bool))
+    back = load_warcraft(tmp_path, "train", 12)
+    np.testing.assert_array_equal(back.maps, d.maps)
+    np.testing.assert_array_equal(back.paths, d.paths)
+    assert back.paths.dtype == np.float32
+
+
+@pytest.mark.parametrize("which", ["maps", "vertex_weights", "shortest_paths"])
+@pytest.mark.parametrize("fault", ["truncated", "not_npy", "pickle"])
+def test_loader_names_an_unreadable_file(tmp_path, which, fault):
+    _files(tmp_path)
+    f = tmp_path / f"train_{which}.npy"
+    if fault == "truncated":
+        f.write_bytes(f.read_bytes()[:200])
+    elif fault == "not_npy":
+        f.write_text("hello")
+    else:
+        np.save(f, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    field = {"maps": "maps", "vertex_weights": "vertex weights", "shortest_paths": "shortest paths"}[which]
+    for n in (None, 1):
+        with pytest.raises(ValueError, match=rf"train_{which}.npy: cannot read the {field} as a .npy array"):
+            load_warcraft(tmp_path, "train", 12, n=n)
+
+
+def test_loader_shape_mismatch_names_both_files(tmp_path):
+    d = generate_warcraft(3, 12, seed=1)
+    _files(tmp_path, paths=d.paths)  # 3 paths for 2 weight grids
+    with pytest.raises(ValueError, match=r"train_shortest_paths.npy: .*\(2, 12, 12\) to match the vertex weights "
+                                         r"of .*train_vertex_weights.npy; got \(3, 12, 12\)"):
+        load_warcraft(tmp_path, "train", 12)
+    with pytest.raises(ValueError, match="n must be"):
+        load_warcraft(tmp_path, "train", 12, n=0)
+
+
+def test_warcraft_data_validates_in_memory_arrays():
+    d = generate_warcraft(2, 12, seed=1)
+    with pytest.raises(ValueError, match=r"WarcraftData.weights: vertex weights must be finite"):
+        WarcraftData(d.maps, _weights(np.nan), d.paths)
+    with pytest.raises(ValueError, match=r"WarcraftData.paths: path 1 is not one 8-connected path"):
+        WarcraftData(d.maps, d.weights, _paths_with(_cut))
+    with pytest.raises(ValueError, match=r"WarcraftData.maps must be uint8"):
+        WarcraftData(d.maps.astype(np.float32), d.weights, d.paths)
+    with pytest.raises(ValueError, match=r"WarcraftData.weights must be a numpy array"):
+        WarcraftData(d.maps, d.weights.tolist(), d.paths)
+    assert len(d.subset(1)) == 1

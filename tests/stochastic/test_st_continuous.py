@@ -1,6 +1,6 @@
 """Continuous parameters: evolution strategies (on the Gaussian-smoothed objective), pathwise, measure-valued Gaussian.
 
-Targets are exact: Gauss-Hermite quadrature (exact for these polynomial f) of E[f(mu + sigma eps)], differentiated
+Targets are exact: Gauss-Hermite quadrature (exact for these polynomial f) of E[f(mu + scale eps)], differentiated
 with autograd; R estimates are drawn in one batched call and checked with ``assert_unbiased`` (4.5 standard errors).
 """
 
@@ -37,15 +37,15 @@ def gen(seed=0):
 
 
 @pytest.mark.parametrize("antithetic", [True, False])
-@pytest.mark.parametrize("sigma", [0.1, 0.5])
-def test_evolution_strategies_is_unbiased_for_the_smoothed_objective(antithetic, sigma):
-    target, _ = smoothed_grad(MU, torch.full_like(MU, math.log(sigma)))
+@pytest.mark.parametrize("scale", [0.1, 0.5])
+def test_evolution_strategies_is_unbiased_for_the_smoothed_objective(antithetic, scale):
+    target, _ = smoothed_grad(MU, torch.full_like(MU, math.log(scale)))
     x = MU.expand(R, 3).clone()
-    est = st.evolution_strategies(poly, x, sigma=sigma, samples=2, antithetic=antithetic, generator=gen(int(sigma * 10)))
+    est = st.evolution_strategies(poly, x, scale=scale, samples=2, antithetic=antithetic, generator=gen(int(scale * 10)))
     assert est.n_evals == (4 if antithetic else 2)
     st.assert_unbiased(est.grad, target)
     grad_f = (3 * COEF * MU**2 - 2 * MU + torch.stack([MU[:, 1], MU[:, 0], torch.zeros(1)], -1))[0]
-    if sigma == 0.5:  # and the smoothed gradient really differs from grad f (3 c sigma^2 for the cubic terms)
+    if scale == 0.5:  # and the smoothed gradient really differs from grad f (3 c scale^2 for the cubic terms)
         assert (target - grad_f).abs().max() > 0.3
 
 
@@ -53,15 +53,15 @@ def test_evolution_strategies_is_unbiased_for_the_smoothed_objective(antithetic,
                          ids=["loo", "optimal", "moving_average"])
 def test_evolution_strategies_with_baselines(baseline):
     target, _ = smoothed_grad(MU, torch.full_like(MU, math.log(0.3)))
-    est = st.evolution_strategies(poly, MU.expand(R, 3).clone(), sigma=0.3, samples=4, antithetic=False,
+    est = st.evolution_strategies(poly, MU.expand(R, 3).clone(), scale=0.3, samples=4, antithetic=False,
                                   baseline=baseline, generator=gen(3))
     st.assert_unbiased(est.grad, target)
 
 
 def test_antithetic_es_has_lower_variance_than_plain_es():
     x = MU.expand(R, 3).clone()
-    v_anti = est_var(st.evolution_strategies(poly, x, sigma=0.2, samples=1, generator=gen(1)))
-    v_plain = est_var(st.evolution_strategies(poly, x, sigma=0.2, samples=2, antithetic=False, generator=gen(1)))
+    v_anti = est_var(st.evolution_strategies(poly, x, scale=0.2, samples=1, generator=gen(1)))
+    v_plain = est_var(st.evolution_strategies(poly, x, scale=0.2, samples=2, antithetic=False, generator=gen(1)))
     assert v_anti < 0.5 * v_plain  # same 2 evaluations: the mirrored pair cancels the even part of f (3.6x here)
 
 
@@ -100,3 +100,13 @@ def test_measure_valued_gaussian_matches_quadrature():
     assert em.n_evals == 1 + 3 * 3
     st.assert_unbiased(em.grad, tm)
     st.assert_unbiased(es.grad, ts)
+
+
+def test_evolution_strategies_sigma_is_a_deprecated_alias_of_scale():
+    x = MU.expand(8, 3).clone()
+    with pytest.warns(DeprecationWarning, match="scale="):
+        old = st.evolution_strategies(poly, x, sigma=0.3, samples=2, generator=gen(4))
+    new = st.evolution_strategies(poly, x, scale=0.3, samples=2, generator=gen(4))
+    assert torch.equal(old.grad, new.grad) and new.info["scale"] == 0.3
+    with pytest.raises(ValueError, match="pass scale= only"):
+        st.evolution_strategies(poly, x, scale=0.3, sigma=0.3)

@@ -199,7 +199,7 @@ BAD_CALLS = [
     (lambda: st.anneal_tau(-1), "step must be a non-negative integer"),
     (lambda: st.anneal_tau(0, rate=-1.0), "rate must be"),
     (lambda: st.TemperatureSchedule(every=0), "every must be a positive integer"),
-    (lambda: st.evolution_strategies(f3, GOOD, sigma=0.0), "sigma must be a positive"),
+    (lambda: st.evolution_strategies(f3, GOOD, scale=0.0), "scale must be a positive"),
     (lambda: st.evolution_strategies(f3, GOOD, baseline=st.LeaveOneOut()), "baseline must be None with antithetic"),
     (lambda: st.pathwise(f3, D.Bernoulli(probs=torch.full((2, 3), 0.5))), "has no rsample"),
     (lambda: st.pathwise(f3, D.Normal(0.0, 1.0)), "batch dim first"),
@@ -220,3 +220,106 @@ def test_check_unbiased_rejects_bad_shapes():
         st.check_unbiased(torch.zeros(1, 3), torch.zeros(3))
     with pytest.raises(ValueError, match="target must have shape"):
         st.check_unbiased(torch.zeros(5, 3), torch.zeros(4))
+
+
+# ------------------------------------------------------------------------------------------------ f's output dtype
+def _count_ones(z):  # integer-valued f on discrete samples: [S, B, *E] -> [S, B] (int64)
+    return (z.flatten(2) > 0.5).sum(-1)
+
+
+def _positive(x):  # integer-valued f on continuous points
+    return (x > 0).sum(-1)
+
+
+def _reached_two(z):  # bool-valued f
+    return z.flatten(2).sum(-1) >= 2
+
+
+MU3 = torch.tensor([[0.3, -0.5, 1.0], [0.1, 0.2, -0.3]])
+VALUE_ONLY = {  # estimators that use f's values only: integer and bool outputs are cast to the logits' dtype
+    "reinforce": lambda f, x, g: st.reinforce(f, x, samples=3, baseline=st.OptimalConstant(), generator=g),
+    "rloo": lambda f, x, g: st.rloo(f, x, samples=3, generator=g),
+    "vimco": lambda f, x, g: st.vimco(f, x, samples=3, generator=g),
+    "rao_blackwell": lambda f, x, g: st.rao_blackwell(f, x, samples=2, generator=g),
+    "measure_valued": lambda f, x, g: st.measure_valued(f, x, samples=2, generator=g),
+    "arm": lambda f, x, g: st.arm(f, x, samples=2, generator=g),
+    "disarm": lambda f, x, g: st.disarm(f, x, family=st.Categorical(), samples=2, generator=g),
+    "relax_net": lambda f, x, g: st.relax(f, x, st.NeuralControlVariate.mlp(3, concrete=False).to(x.dtype),
+                                          generator=g),
+    "evolution_strategies": lambda f, x, g: st.evolution_strategies(f, x, samples=2, generator=g),
+    "measure_valued_gaussian": lambda f, x, g: st.measure_valued_gaussian(f, x, torch.zeros_like(x), generator=g)[0],
+}
+CONTINUOUS = {"evolution_strategies", "measure_valued_gaussian"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("out", ["int64", "bool"])
+@pytest.mark.parametrize("name", list(VALUE_ONLY))
+def test_integer_and_bool_outputs_are_cast_to_the_parameters_dtype(name, out, dtype):
+    """One rule: an estimator that needs only f's values accepts integer/bool outputs (counts, indicators) as if f
+    had returned them as floats of the logits' dtype -- same samples, same estimate (the old code raised a raw torch
+    error in reinforce, rao_blackwell and measure_valued, and accepted them in arm and vimco)."""
+    torch.manual_seed(0)
+    x = (MU3 if name in CONTINUOUS else torch.tensor([[0.4, -0.8, 1.2], [0.0, 2.0, -1.0]])).to(dtype)
+    if name == "disarm":
+        x = x.reshape(2, 1, 3)
+    f = _positive if name in CONTINUOUS else (_count_ones if out == "int64" else _reached_two)
+    if name in CONTINUOUS and out == "bool":
+        f = lambda x: x[..., 0] > 0  # noqa: E731
+    est = VALUE_ONLY[name](f, x, gen(3))
+    torch.manual_seed(0)
+    ref = VALUE_ONLY[name](lambda z: f(z).to(dtype), x, gen(3))
+    assert est.grad.dtype == dtype and est.surrogate.dtype == dtype
+    assert torch.equal(est.grad, ref.grad) and torch.equal(est.per_item, ref.per_item)
+
+
+THROUGH_F = {  # estimators that differentiate through f: an integer/bool output would give a zero gradient
+    "pathwise": lambda f: st.pathwise(f, D.Normal(MU3.clone().requires_grad_(True), 1.0)),
+    "concrete": lambda f: st.concrete(f, torch.zeros(2, 3), tau=0.5, generator=gen()),
+    "concrete_hard": lambda f: st.concrete(f, torch.zeros(2, 3), hard=True, generator=gen()),
+    "l2x_subset": lambda f: st.l2x_subset(f, torch.zeros(2, 3), k=2, generator=gen()),
+    "softsub": lambda f: st.softsub(f, torch.zeros(2, 3), k=2, generator=gen()),
+    "rebar": lambda f: st.rebar(f, torch.zeros(2, 3), generator=gen()),
+}
+
+
+@pytest.mark.parametrize("out", ["int64", "bool"])
+@pytest.mark.parametrize("name", list(THROUGH_F))
+def test_integer_outputs_are_rejected_where_the_estimator_differentiates_through_f(name, out):
+    f = _positive if out == "int64" else (lambda x: x[..., 0] > 0.5)
+    with pytest.raises(ValueError, match=r"differentiates through f and an integer or bool output carries no grad"):
+        THROUGH_F[name](f)
+
+
+def test_complex_outputs_are_rejected():
+    with pytest.raises(ValueError, match="f must return real values"):
+        st.reinforce(lambda z: z.sum(-1).to(torch.complex64), GOOD)
+
+
+def test_pathwise_names_the_distribution_when_its_samples_are_not_finite():
+    """A NaN produced by the distribution (here a NaN location, with argument validation off) is reported as the
+    distribution's, not as f's; f is not even called."""
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return x.sum(-1)
+
+    dist = D.Normal(torch.tensor([[0.0, float("nan")]]), 1.0, validate_args=False)
+    with pytest.raises(ValueError, match=r"distribution Normal.rsample returned 1 NaN or inf values"):
+        st.pathwise(f, dist)
+    assert not calls
+    with pytest.raises(ValueError, match="f returned NaN or inf values"):  # and a NaN from f is still f's
+        st.pathwise(lambda x: x.sum(-1) / 0.0, D.Normal(torch.zeros(2, 3), 1.0))
+
+
+def test_pathwise_is_not_unbiased_for_a_step_function():
+    """The docstring's condition is "differentiable or Lipschitz along the path", not "differentiable almost
+    everywhere": a step function is the latter, and its pathwise estimate is exactly 0 while
+    d/dmu P(x > 0) = 1/sqrt(2 pi) ~ 0.399."""
+    mu = torch.zeros(1000, 1, requires_grad=True)
+    est = st.pathwise(lambda x: (x[..., 0] > 0).to(x.dtype) + 0.0 * x[..., 0], D.Normal(mu, 1.0), generator=gen(5))
+    est.surrogate.backward()
+    assert torch.equal(mu.grad, torch.zeros_like(mu))
+    doc = st.pathwise.__doc__ + __import__("discreteopt.stochastic.pathwise", fromlist=["pathwise"]).__doc__
+    assert "almost everywhere\" is *not* enough" in doc and "Lipschitz" in doc

@@ -34,6 +34,33 @@ def test_gumbel_softmax_is_a_distribution_and_hard_is_an_exact_sample():
     assert torch.allclose(st.gumbel_softmax(logits[:, None].expand(4, 5), dim=0, generator=gen()).sum(0), torch.ones(5))
 
 
+@pytest.mark.parametrize("tau", [0.3, 2.5])
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_gumbel_softmax_is_softmax_of_perturbed_logits_over_tau_for_the_same_draws(dim, tau):
+    """``softmax((logits + g) / tau)`` with ``g`` the very draws of the same generator seed (the families draw
+    their Gumbel noise through ``discreteopt.noise.Gumbel``): catches a temperature applied twice or not at all,
+    a sign slip on ``g`` and the softmax taken along the wrong dim."""
+    from discreteopt.noise import Gumbel, Logistic
+
+    logits = torch.randn(6, 5, generator=gen(20), dtype=torch.float64)
+    g = Gumbel().sample(tuple(logits.shape), gen(21), logits.device, logits.dtype)
+    y = st.gumbel_softmax(logits, tau=tau, dim=dim, generator=gen(21))
+    assert torch.allclose(y, torch.softmax((logits + g) / tau, dim=dim), rtol=1e-12, atol=1e-15)
+    h = st.gumbel_softmax(logits, tau=tau, hard=True, dim=dim, generator=gen(21))
+    assert torch.equal(h, torch.nn.functional.one_hot((logits + g).argmax(dim), 5 if dim == -1 else 6)
+                       .to(h.dtype).movedim(-1, dim))
+    # binary Concrete: sigmoid((logits + l) / tau) with the logistic draws of the same seed
+    l = Logistic().sample(tuple(logits.shape), gen(22), logits.device, logits.dtype)  # noqa: E741
+    ys = st.gumbel_sigmoid(logits, tau=tau, generator=gen(22))
+    assert torch.allclose(ys, torch.sigmoid((logits + l) / tau), rtol=1e-12, atol=1e-15)
+    # the estimator's relaxed samples (Family.relax) follow the same formula: [S, B, *E] draws
+    for family, noise, relax in ((st.Categorical(), Gumbel(), lambda v: torch.softmax(v / tau, -1)),
+                                 (st.Bernoulli(), Logistic(), lambda v: torch.sigmoid(v / tau))):
+        est = st.concrete(lambda y: y.sum(-1), logits, family=family, tau=tau, samples=2, generator=gen(23))
+        draws = noise.sample((2, *logits.shape), gen(23), logits.device, logits.dtype)
+        assert torch.allclose(est.samples, relax(logits + draws), rtol=1e-12, atol=1e-15)
+
+
 def test_straight_through_forward_is_hard_and_backward_is_the_relaxed_gradient():
     logits = torch.randn(64, 5, generator=gen(2)).requires_grad_(True)
     w = torch.randn(5, generator=gen(3))
