@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv install test test-all test-slow demo docs bench bench-layers bench-estimators bench-executors bench-pto bench-all lint clean
+.PHONY: venv install test test-all test-slow demo docs bench bench-layers bench-estimators bench-executors bench-pto bench-all gpu-check lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,15 @@ bench: $(STAMP)
 
 bench-layers bench-estimators bench-executors bench-pto: bench-%: $(STAMP)
 	$(BIN)/python benchmarks/bench_$*.py
+
+# everything that needs a GPU, one command, at most 8 minutes (internal budget 420 s; timeout is the last resort):
+# results in $(GPU_CHECK_OUT)/<timestamp>/ (results.json, summary.md). CPU smoke run: add GPU_CHECK_ARGS="--device cpu --quick"
+# No install step (a device machine brings its own CUDA build of torch): the venv's python if there is one, else python3.
+GPU_CHECK_OUT  ?= runs/gpu_check
+GPU_CHECK_ARGS ?=
+GPU_CHECK_PY   ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	timeout --signal=INT --kill-after=10 480 $(GPU_CHECK_PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # every benchmark, one after the other (tens of minutes on 2 cores)
 bench-all: $(STAMP)

@@ -11,7 +11,16 @@ Shortest path on k x k grids (8-neighbourhood, vertex costs, Warcraft convention
 * ``networkx``            -- ``nx.dijkstra_path`` per instance on a prebuilt graph (weights overwritten).
 
 Targets (issue #2): 12x12 at B=256 >= 5x faster than scipy per instance and within 1.5x of the reference
-heap Dijkstra. Run: ``python benchmarks/bench_solvers.py [--batch 256] [--sizes 12,18,24,30] [--quick]``.
+heap Dijkstra.
+
+Linear programs (``--lp-batches``, default 1, 256, 4096): the batched PDHG back-end
+(``ILP(backend="pdhg")``, torch on the CPU, float64 and float32) against GLOP (one cold simplex solve per
+instance, inline) on the 5x5 shortest-path LP of the predict-then-optimise benchmarks (40 arcs, 25 flow rows)
+and a random LP (60 variables in [0, 1], 30 inequality and 10 equality rows). GLOP's cost per instance does not
+depend on B, so it is timed on at most 256 instances. ``benchmarks/gpu_check.py`` runs the same comparison with
+PDHG on a GPU and GLOP on worker processes.
+
+Run: ``python benchmarks/bench_solvers.py [--batch 256] [--sizes 12,18,24,30] [--lp-batches 1,256,4096] [--quick]``.
 """
 
 from __future__ import annotations
@@ -213,19 +222,74 @@ def other_rows(batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def lp_problems() -> list[tuple[str, dict, object]]:
+    """``(name, ILP arguments, objectives(B, seed) -> [B, n] float64 costs)`` of the LP comparisons (``sense="min"``)."""
+    from discreteopt.data.pyepo_shortest_path import generate_shortest_path
+    from discreteopt.solvers.pdhg import flow_constraints
+
+    graph = do.solvers.GraphShortestPath.grid(5, 5)
+    a_eq, b_eq = flow_constraints(graph.edges, graph.num_nodes, graph.source, graph.target)
+    rng = np.random.default_rng(0)
+    x_f = rng.uniform(0.2, 0.8, 60)  # interior point: the random LP is feasible and bounded ([0, 1] box)
+    a_ub, a_eq2 = rng.normal(size=(30, 60)), rng.normal(size=(10, 60))
+    random_lp = dict(A_ub=a_ub, b_ub=a_ub @ x_f + rng.uniform(0.1, 1.0, 30), A_eq=a_eq2, b_eq=a_eq2 @ x_f,
+                     bounds=(0, 1))
+
+    def sp_costs(b: int, seed: int) -> torch.Tensor:  # PyEPO's generator; the noise breaks its tied arcs
+        return torch.from_numpy(generate_shortest_path(b, deg=4, noise_width=0.5, seed=seed).c.astype(np.float64))
+
+    def lp_costs(b: int, seed: int) -> torch.Tensor:
+        return -torch.from_numpy(np.random.default_rng(seed).normal(size=(b, 60)))
+
+    return [("shortest path 5x5 (40 arcs)", dict(A_eq=a_eq, b_eq=b_eq, bounds=(0, 1)), sp_costs),
+            ("random LP n=60 (30 ub, 10 eq rows)", random_lp, lp_costs)]
+
+
+def lp_rows(batches: list[int], repeats: int, glop_max: int = 256) -> list[dict]:
+    """PDHG (torch, CPU) vs GLOP per instance; checks PDHG's objective against GLOP's (1e-4 relative)."""
+    from discreteopt.solvers import ILP
+    from discreteopt.solvers.pdhg import PDHG
+
+    rows = []
+    for name, args, make_costs in lp_problems():
+        glop = ILP(**args, sense="min", backend="glop")
+        methods = {"PDHG cpu float64": ILP(**args, sense="min", backend="pdhg"),
+                   "PDHG cpu float32": ILP(**args, sense="min", backend=PDHG(dtype=torch.float32))}
+        for b in batches:
+            costs = make_costs(b, b)
+            sub = costs[:glop_max]
+            ref = (sub * glop.solve(sub)).sum(1)
+            t_glop = timeit(lambda g=glop, x=sub: g.solve(x), repeats) / len(sub)  # per instance
+            rows.append({"solver": f"LP {name}", "method": "GLOP inline", "batch": b, "us_per_solve": 1e6 * t_glop,
+                         "solves_per_s": 1 / t_glop, "vs_glop": 1.0, "max_rel_err": 0.0})
+            for label, solver in methods.items():
+                x = solver.solve(costs)[:glop_max]  # also the warm-up
+                reps = repeats if b <= 256 else 1
+                sec = time_rounds({"pdhg": lambda s=solver, x=costs: s.solve(x)}, reps, 0.0, warmup=False)["pdhg"] / b
+                err = float((((sub * x).sum(1) - ref).abs() / (1 + ref.abs())).max())
+                tol = 1e-4 if "64" in label else 1e-3
+                assert err <= tol, f"{label} on {name}: objective {err:.1e} from GLOP's (> {tol:g})"
+                rows.append({"solver": f"LP {name}", "method": label, "batch": b, "us_per_solve": 1e6 * sec,
+                             "solves_per_s": 1 / sec, "vs_glop": t_glop / sec, "max_rel_err": err})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--sizes", default="12,18,24,30")
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--lp-batches", default="1,256,4096", help="batch sizes of the LP rows (PDHG vs GLOP)")
     ap.add_argument("--quick", action="store_true", help="small run to check the script works")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    lp_batches = [int(s) for s in args.lp_batches.split(",")]
     batch, repeats, nx_batch = args.batch, args.repeats, 32
     if args.quick:
-        sizes, batch, repeats, nx_batch = sizes[:1], 32, 1, 4
+        sizes, batch, repeats, nx_batch, lp_batches = sizes[:1], 32, 1, 4, [1, 16]
     torch.set_num_threads(1)
+    lp = lp_rows(lp_batches, max(1, repeats // 3))
     rows = grid_rows(batch, sizes, repeats, nx_batch) + other_rows(batch, repeats)
     print(f"\nSolver throughput (B={batch}, 1 thread, median of {repeats})\n")
     print(f"{'problem':<32} {'method':<20} {'us/solve':>10} {'solves/s':>11} {'vs scipy':>9} {'vs ref':>7} {'vs nx':>7}")
@@ -236,9 +300,14 @@ def main() -> None:
         ours = next(r for r in rows if r["solver"] == f"grid {k}x{k}" and r["method"] == "discreteopt[numba]")
         print(f"grid {k}x{k}: {ours['vs_scipy']:.1f}x faster than scipy per instance (target >= 5x), "
               f"{1 / ours['vs_ref']:.2f}x the reference heap Dijkstra's time (target <= 1.5x)")
+    print("\nLinear programs: PDHG (torch, CPU, 1 thread) vs GLOP inline, per instance\n")
+    print(f"{'problem':<40} {'method':<18} {'B':>5} {'us/solve':>10} {'vs GLOP':>8} {'max rel err':>11}")
+    for r in lp:
+        print(f"{r['solver']:<40} {r['method']:<18} {r['batch']:>5} {r['us_per_solve']:>10.1f} "
+              f"{r['vs_glop']:>7.2f}x {r['max_rel_err']:>11.1e}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump(rows + lp, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ Shortest paths (vertex-weighted, Warcraft)
     *cost ratio* = mean over instances of ``c(y_pred) / c(y*)`` (1 is optimal).
 
 Predict-then-optimise (PyEPO)
-    *normalised regret* = ``sum_i (c_i^T y_pred_i - c_i^T y*_i) / sum_i c_i^T y*_i`` for a minimisation problem
-    (Tang & Khalil 2022, "PyEPO", eq. of the regret metric).
+    *normalised regret* (Tang & Khalil 2022, "PyEPO", the regret metric), ``>= 0``::
+
+        sense "min":  sum_i (c_i^T y_pred_i - c_i^T y*_i) / sum_i |c_i^T y*_i|
+        sense "max":  sum_i (r_i^T y*_i - r_i^T y_pred_i) / sum_i |r_i^T y*_i|
+
+    :func:`discreteopt.evaluation.evaluate_regret` computes it for a model over a data loader.
 
 Subset selection
     *subset precision* = mean over instances of ``|S ∩ R| / |S|`` with ``S`` the selected and ``R`` the relevant
@@ -51,14 +55,27 @@ def shortest_path_metrics(pred_paths, true_weights, true_paths, rtol: float = 1e
     }
 
 
-def normalized_regret(true_costs, pred_solutions, opt_solutions) -> float:
-    """``sum_i c_i^T (y_pred_i - y*_i) / sum_i c_i^T y*_i`` for a minimisation problem (>= 0)."""
+def normalized_regret(true_costs, pred_solutions, opt_solutions, sense: str = "min") -> float:
+    """Normalised regret of ``pred_solutions [B, *E]`` under ``true_costs [B, *E]`` (module docstring).
+
+    ``sense="min"`` (costs, shortest path, TSP): ``sum_i c_i^T (y_pred_i - y*_i) / sum_i |c_i^T y*_i|``;
+    ``sense="max"`` (values, knapsack): ``sum_i r_i^T (y*_i - y_pred_i) / sum_i |r_i^T y*_i|``. Both are ``>= 0``
+    when ``opt_solutions`` are optimal. Example (minimisation, two instances)::
+
+        c = [[1, 2, 3], [2, 2, 1]]; y* = [[1, 0, 0], [0, 0, 1]]; y_pred = [[0, 1, 0], [0, 0, 1]]
+        normalized_regret(c, y_pred, y*) == ((2 - 1) + (1 - 1)) / (1 + 1) == 0.5
+    """
+    if sense not in ("min", "max"):
+        raise ValueError(f"sense must be 'min' or 'max'; got {sense!r}")
     c = _as_tensor(true_costs).double()
     yp, yo = _as_tensor(pred_solutions).double(), _as_tensor(opt_solutions).double()
     _check_same_shape(c, yp, "true_costs", "pred_solutions")
     _check_same_shape(c, yo, "true_costs", "opt_solutions")
-    opt = (c * yo).flatten(1).sum(1)
-    return float(((c * yp).flatten(1).sum(1) - opt).sum() / opt.abs().sum())
+    opt = (c * yo.to(c.device)).flatten(1).sum(1)  # [B]
+    gap = (c * yp.to(c.device)).flatten(1).sum(1) - opt  # [B]: <c, y_pred - y*>
+    if sense == "max":
+        gap = -gap
+    return float(gap.sum() / opt.abs().sum())
 
 
 def subset_precision(selected, relevant) -> float:

@@ -54,24 +54,33 @@ class PtOData:
         return len(self.x)
 
     def split(self, n_first: int) -> tuple[PtOData, PtOData]:
-        """The first ``n_first`` instances and the rest (same ``B``: train/test of one generator call)."""
+        """The first ``n_first`` instances and the rest (same ``B``: train/test of one generator call).
+
+        Fields other than ``x`` and ``c`` (a subclass's item weights, say) are shared by both parts.
+        """
         if not 0 < n_first < len(self):
             raise ValueError(f"n_first must be in (0, {len(self)}); got {n_first}")
-        a = PtOData(self.x[:n_first], self.c[:n_first], self.deg, self.noise_width)
-        b = PtOData(self.x[n_first:], self.c[n_first:], self.deg, self.noise_width)
+        a = dataclasses.replace(self, x=self.x[:n_first], c=self.c[:n_first])
+        b = dataclasses.replace(self, x=self.x[n_first:], c=self.c[n_first:])
         return a, b
+
+
+def check_generator_args(n, p, deg, noise_width) -> tuple[int, int, int, float]:
+    """Validate the arguments shared by the PyEPO generators; returns them normalised."""
+    n = check_int_in_range(n, "n", 1, 10**9)
+    p = check_int_in_range(p, "p", 1, 10**6)
+    deg = check_int_in_range(deg, "deg", 1, 64)
+    if isinstance(noise_width, bool) or not (isinstance(noise_width, (int, float)) and 0.0 <= noise_width < 1.0):
+        raise ValueError(f"noise_width must be in [0, 1) (half-width of the U(1-e, 1+e) noise); got {noise_width!r}")
+    return n, p, deg, float(noise_width)
 
 
 def generate_shortest_path(n: int, p: int = 5, grid: tuple[int, int] = (5, 5), deg: int = 1,
                            noise_width: float = 0.0, seed: int = 135) -> PtOData:
     """Generate ``n`` feature/cost pairs with PyEPO's shortest-path generator (formula in the module docstring)."""
-    n = check_int_in_range(n, "n", 1, 10**9)
-    p = check_int_in_range(p, "p", 1, 10**6)
-    deg = check_int_in_range(deg, "deg", 1, 64)
+    n, p, deg, noise_width = check_generator_args(n, p, deg, noise_width)
     if len(grid) != 2 or min(grid) < 2:
         raise ValueError(f"grid must be a pair of sizes >= 2; got {grid!r}")
-    if not (isinstance(noise_width, (int, float)) and 0.0 <= noise_width < 1.0):
-        raise ValueError(f"noise_width must be in [0, 1) (half-width of the U(1-e, 1+e) noise); got {noise_width!r}")
     d = len(grid_arcs(tuple(grid)))
     rnd = np.random.RandomState(seed)
     B = rnd.binomial(1, 0.5, (d, p))  # [d, p]
