@@ -1,7 +1,12 @@
 """Executor throughput: solver calls inline vs on worker pools, with speedups and overheads from one run.
 
-Sections (default: 1 and 2; ``--train-step``: 3 only):
+Sections (default: 0, 1 and 2; ``--first-call``: 0 only; ``--train-step``: 3 only):
 
+0. **First-call latency** of a fresh ``Processes(2)``: construction + first ``solve`` of 64 12x12 grids, in a new
+   interpreter, with the numba kernels cached on disk (now) and with an empty cache folder (``NUMBA_CACHE_DIR``:
+   every worker compiles them, as before the cache); the split row calls ``start()`` first to separate worker
+   start-up (spawn, import torch) from the first solve (solver built, kernels loaded). Applications warm a pool
+   before timing anything (``discreteopt route`` reports it as ``pool_start``).
 1. **Throughput vs workers.** For each worker count ``w`` a fresh ``Processes(w)`` pool (started and warmed up
    before timing) solves one batch of
 
@@ -28,12 +33,14 @@ Run::
 
     python benchmarks/bench_executors.py                       # sections 1-2, workers 1, 2, 4, ... cpu_count
     python benchmarks/bench_executors.py --workers 1,2 --quick
+    python benchmarks/bench_executors.py --first-call                # section 0 only (about a minute)
     python benchmarks/bench_executors.py --train-step --device cuda --workers 15
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -185,7 +192,13 @@ class TimedExecutor(Executor):
 
 
 def train_step_bench(device: str, workers: int, batch: int, micro: int, samples: int, grid: int, steps: int,
-                     warmup: int) -> tuple[str, list[dict]]:
+                     warmup: int, modes: tuple[str, ...] = ("inline", "processes", "auto", "overlap"),
+                     step_context=None) -> tuple[str, list[dict]]:
+    """Section 3. ``modes``: any of inline, processes, auto, overlap (speedups are against the first one).
+
+    ``step_context(mode, step)``, when given, returns a context manager entered around every step (warm-up steps
+    included, e.g. to profile one untimed step); ``benchmarks/gpu_check.py`` uses it.
+    """
     from discreteopt.estimators import IMLE
     from discreteopt.layers import DiscreteLayer
     from discreteopt.models import CombResNet
@@ -202,43 +215,45 @@ def train_step_bench(device: str, workers: int, batch: int, micro: int, samples:
     solver = GridShortestPath()
     pool = Processes(workers).start()
     auto = Auto(pool, budget=1.0)
-    auto.calibrate(solver, torch.rand(mb * samples, grid, grid) + 0.5)
-    modes = {"inline": (Inline(), False), f"processes({workers})": (pool, False),
-             f"auto({workers})": (auto, False), f"processes({workers}) + overlap": (pool, True)}
+    if "auto" in modes:
+        auto.calibrate(solver, torch.rand(mb * samples, grid, grid) + 0.5)
+    table = {"inline": ("inline", Inline(), False), "processes": (f"processes({workers})", pool, False),
+             "auto": (f"auto({workers})", auto, False), "overlap": (f"processes({workers}) + overlap", pool, True)}
     rows = []
     try:
-        for name, (ex, overlap) in modes.items():
+        for name, ex, overlap in (table[m] for m in modes):
             timed = TimedExecutor(ex)
             layer = DiscreteLayer(solver, IMLE(lam=20.0, samples=samples), executor=timed, seed=0)
             times, waits = [], []
             for step in range(warmup + steps):
-                sync()
-                timed.seconds, wait = 0.0, 0.0
-                t0 = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                handle = None
-                for j in range(micro):
-                    # the device finishes the network before each submit (sync), so the executor's time is the
-                    # solver's alone; with overlap the forward of j+1 runs while the workers solve j
-                    if handle is None:
-                        costs = net(images[j])
-                        sync()
-                        handle = layer.forward_async(costs)
-                    current, handle = handle, None
-                    if overlap and j + 1 < micro:
-                        costs = net(images[j + 1])
-                        sync()
-                        handle = layer.forward_async(costs)
-                    tw = time.perf_counter()
-                    y = current.result()  # [b, k, k]
-                    wait += time.perf_counter() - tw
-                    loss = (y - true_paths[j]).abs().mean() / micro
-                    loss.backward()  # IMLE's backward solves through the executor (timed)
-                opt.step()
-                sync()
-                if step >= warmup:
-                    times.append(time.perf_counter() - t0)
-                    waits.append(wait + timed.seconds)
+                with step_context(name, step) if step_context is not None else contextlib.nullcontext():
+                    sync()
+                    timed.seconds, wait = 0.0, 0.0
+                    t0 = time.perf_counter()
+                    opt.zero_grad(set_to_none=True)
+                    handle = None
+                    for j in range(micro):
+                        # the device finishes the network before each submit (sync), so the executor's time is the
+                        # solver's alone; with overlap the forward of j+1 runs while the workers solve j
+                        if handle is None:
+                            costs = net(images[j])
+                            sync()
+                            handle = layer.forward_async(costs)
+                        current, handle = handle, None
+                        if overlap and j + 1 < micro:
+                            costs = net(images[j + 1])
+                            sync()
+                            handle = layer.forward_async(costs)
+                        tw = time.perf_counter()
+                        y = current.result()  # [b, k, k]
+                        wait += time.perf_counter() - tw
+                        loss = (y - true_paths[j]).abs().mean() / micro
+                        loss.backward()  # IMLE's backward solves through the executor (timed)
+                    opt.step()
+                    sync()
+                    if step >= warmup:
+                        times.append(time.perf_counter() - t0)
+                        waits.append(wait + timed.seconds)
             t, w_ = statistics.median(times), statistics.median(waits)
             rows.append({"mode": name, "step_ms": t * 1e3, "idle_ms": w_ * 1e3, "idle_pct": 100 * w_ / t,
                          "steps_per_s": 1 / t})
@@ -249,13 +264,79 @@ def train_step_bench(device: str, workers: int, batch: int, micro: int, samples:
         r["vs_inline"] = base / r["step_ms"]
     header = (f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
               f"{workers} workers, batch {batch} = {micro} x {mb}, IMLE samples {samples}, grid {grid}x{grid}, "
-              f"{mb * samples} solves per micro-batch forward and as many in backward; median of {steps} steps; "
-              f"auto break-even {auto.break_even(solver):g}")
+              f"{mb * samples} solves per micro-batch forward and as many in backward; median of {steps} steps"
+              + (f"; auto break-even {auto.break_even(solver):g}" if "auto" in modes else ""))
     return header, rows
 
 
 TRAIN_COLS = [("mode", "mode", ""), ("step_ms", "step ms", ".1f"), ("idle_ms", "GPU idle ms", ".1f"),
               ("idle_pct", "idle %", ".1f"), ("steps_per_s", "steps/s", ".2f"), ("vs_inline", "speedup", ".2f")]
+
+
+# ===================================================================== section 0: first-call latency
+_FIRST_CALL = """
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+from discreteopt.executors import Processes
+from discreteopt.solvers import GridShortestPath
+t_import = time.perf_counter() - t0
+theta = torch.rand(64, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+solver = GridShortestPath()
+split = sys.argv[1] == "split"
+t0 = time.perf_counter()
+pool = Processes(2)                        # lazy: nothing starts yet
+if split:
+    pool.start()                           # spawn both workers, each imports torch and discreteopt
+t1 = time.perf_counter()
+y = pool.solve(solver, theta)              # each worker builds the solver and loads (or compiles) its kernel
+t2 = time.perf_counter()
+pool.solve(solver, theta)
+t3 = time.perf_counter()
+assert torch.equal(y, solver.solve(theta))
+pool.close()
+print(json.dumps({"import_s": t_import, "start_s": t1 - t0 if split else None,
+                  "first_solve_s": t2 - t1 if split else None, "first_call_s": t2 - t0, "next_call_s": t3 - t2}))
+"""
+
+
+def first_call_latency(split: bool, numba_cache_dir: str | None) -> dict:
+    """Seconds from ``Processes(2)`` (a fresh pool in a fresh interpreter) to the answer of its first
+    ``solve`` on a batch of 64 12x12 grids (``first_call_s``), and the next call for comparison. ``split``:
+    ``start()`` first, so ``start_s`` (workers up) and ``first_solve_s`` (solver built, kernel loaded) are apart.
+    ``numba_cache_dir``: an empty folder makes every worker compile the kernels (the behaviour before they were
+    cached on disk); ``None`` uses the cache next to the package (filled by a first run)."""
+    import subprocess
+
+    env = dict(os.environ)
+    if numba_cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = numba_cache_dir
+    proc = subprocess.run([sys.executable, "-c", _FIRST_CALL, "split" if split else "lazy"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"first-call measurement failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def first_call_rows(repeats: int = 1) -> list[dict]:
+    """Section 0: first-call latency of ``Processes(2)`` with a warm on-disk kernel cache and with an empty one
+    (compiling in every worker, as before the cache), each ``repeats`` times (lazy) plus once split."""
+    import tempfile
+
+    first_call_latency(False, None)  # fills the package's cache (if this interpreter has not compiled yet)
+    rows = []
+    for label, cold in (("kernel cache on disk (now)", False), ("empty kernel cache (compiles: before)", True)):
+        for rep in range(repeats + 1):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = first_call_latency(split=rep == repeats, numba_cache_dir=tmp if cold else None)
+            rows.append({"cache": label, "mode": "start() then solve" if rep == repeats else "lazy (first solve)",
+                         **r})
+    return rows
+
+
+FIRST_CALL_COLS = [("cache", "numba kernels", ""), ("mode", "first call", ""), ("first_call_s", "first call s", ".2f"),
+                   ("start_s", "start() s", ".2f"), ("first_solve_s", "first solve s", ".2f"),
+                   ("next_call_s", "next call s", ".4f")]
 
 
 # ===================================================================== main
@@ -271,6 +352,9 @@ def main() -> None:
     ap.add_argument("--auto-sizes", default="1,4,16,64,256,1024,4096")
     ap.add_argument("--quick", action="store_true", help="short run to check the script works")
     ap.add_argument("--train-step", action="store_true", help="run the GPU training-step benchmark only")
+    ap.add_argument("--first-call", action="store_true",
+                    help="run section 0 only: first-call latency of a fresh Processes(2) (also run before sections "
+                         "1-2 by default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=64, help="training batch (--train-step)")
     ap.add_argument("--micro", type=int, default=4, help="micro-batches per step (--train-step)")
@@ -283,7 +367,15 @@ def main() -> None:
     print(f"# {cpus} CPUs, torch {torch.__version__}, python {sys.version.split()[0]}; load average "
           f"{os.getloadavg()[0]:.1f} (a shared machine makes pool speedups lower and noisier)")
     out: dict = {}
-    if args.train_step:
+    if args.first_call or not args.train_step:
+        rows = first_call_rows()
+        print("\n## First call of a fresh Processes(2): construction + first solve of 64 12x12 grids, each in a new "
+              "interpreter (start() = workers up; first solve = solver built and kernels loaded in each worker)\n")
+        print(fmt_table(rows, FIRST_CALL_COLS))
+        out["first_call"] = rows
+    if args.first_call:
+        pass
+    elif args.train_step:
         w = int(args.workers) if args.workers else max(1, cpus - 1)
         steps, warmup = (3, 1) if args.quick else (args.steps, 3)
         header, rows = train_step_bench(args.device, w, args.batch, args.micro, args.samples, args.grid, steps,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +40,18 @@ from ..data.synthetic_text import generate_synthetic_text
 from ..metrics import accuracy, subset_precision
 from ..models import MLP, TextExplainer, TextPredictor
 from .common import (
+    Column,
+    RowColumn,
     batches,
     format_table,
+    mean_std,
     plot_curves,
     progress,
     pyplot,
     resolve_device,
     save_figure,
     save_json,
+    seconds,
     seed_everything,
 )
 
@@ -60,55 +63,82 @@ N_PIXELS = 64
 PAD_SCORE = -1e4
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _names(value: Any) -> tuple[str, ...]:
+    """``"imle,l2x"`` or ``("imle", "l2x")`` -> ``("imle", "l2x")`` (a string is split at commas)."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
 
 
 @dataclasses.dataclass
 class ExplainConfig:
-    """Settings of ``discreteopt explain`` (one training run per method and k)."""
+    """Settings of ``discreteopt explain`` (one training run per estimator, k and repeat).
 
-    task: str = field(default="text", metadata={**_help("text (synthetic or BeerAdvocate files) or digits"),
-                                                 "choices": TASKS})
-    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata=_help(
-        f"selectors to compare, among {', '.join(METHODS)}"))
-    ks: tuple[int, ...] = field(default=(5, 10, 15), metadata=_help("subset sizes k"))
-    n_train: int = field(default=3000, metadata=_help("training examples (text task)"))
-    n_test: int = field(default=500, metadata=_help("test examples (text task)"))
-    epochs: int = field(default=6, metadata=_help("training epochs per (method, k)"))
-    batch_size: int = field(default=25, metadata=_help("examples per training step"))
-    lr: float = field(default=5e-3, metadata=_help("Adam learning rate"))
-    lam: float = field(default=1000.0, metadata=_help(
-        "I-MLE finite-difference step lambda (on the gradient of the batch-mean loss); AIMLE's initial lambda"))
-    samples: int = field(default=1, metadata=_help("noise samples / relaxed samples per example and step"))
-    noise_scale: float = field(default=0.5, metadata=_help("temperature of the I-MLE / AIMLE Sum-of-Gamma noise"))
-    aimle_target: float = field(default=2.0, metadata=_help(
-        "AIMLE: target number of changed entries per example and sample (2 = one swap)"))
-    tau: float = field(default=0.5, metadata=_help("temperature of the L2X / SoftSub relaxations"))
-    beer_reviews: str | None = field(default=None, metadata=_help(
-        "BeerAdvocate reviews file (SCORES<TAB>TOKENS per line) for the text task instead of synthetic data"))
-    beer_annotations: str | None = field(default=None, metadata=_help(
-        "BeerAdvocate annotations.json (rationale spans): test set with subset precision"))
-    beer_max_len: int = field(default=100, metadata=_help("BeerAdvocate reviews are truncated/padded to this"))
-    seed: int = field(default=0, metadata=_help("random seed (data, initialisation, noise)"))
-    repeats: int = field(default=1, metadata=_help(
-        "independent runs per (method, k) with seeds seed, seed+1, ... (data, initialisation, noise); the table "
-        "shows their mean and sample standard deviation"))
-    device: str = field(default="cpu", metadata=_help("torch device: cpu, cuda, cuda:N or auto"))
-    out: str | None = field(default="runs/explain", metadata=_help(
-        "folder for explain_TASK.json and the PNG figures (none: do not save)"))
-    progress: bool = field(default=True, metadata=_help("show progress bars"))
-    max_steps: int | None = field(default=None, metadata=_help(
-        "stop each epoch after this many steps (smoke runs); none = full epochs"))
+    Example::
+
+        cfg = ExplainConfig(task="digits", estimators=("imle", "l2x"), ks=(10,), out=None)
+        result = run_explain(cfg)        # result["rows"]: accuracy per (estimator, k)
+    """
+
+    #: text (synthetic, or BeerAdvocate files) or digits
+    task: str = "text"
+    #: subset selectors to compare, among imle, l2x, softsub, aimle (``("all",)``: every one)
+    estimators: tuple[str, ...] = DEFAULT_METHODS
+    #: subset sizes k
+    ks: tuple[int, ...] = (5, 10, 15)
+    #: training examples (text task)
+    n_train: int = 3000
+    #: test examples (text task)
+    n_test: int = 500
+    #: training epochs per (estimator, k)
+    epochs: int = 6
+    #: examples per training step
+    batch_size: int = 25
+    #: Adam learning rate
+    lr: float = 5e-3
+    #: I-MLE finite-difference step lambda (on the gradient of the batch-mean loss); AIMLE's initial lambda
+    lam: float = 1000.0
+    #: noise samples / relaxed samples per example and step
+    samples: int = 1
+    #: scale (temperature) of the I-MLE / AIMLE Sum-of-Gamma noise
+    scale: float = 0.5
+    #: AIMLE: target number of changed entries per example and sample (2 = one swap)
+    aimle_target: float = 2.0
+    #: temperature of the L2X / SoftSub relaxations
+    tau: float = 0.5
+    #: BeerAdvocate reviews file (SCORES<TAB>TOKENS per line) for the text task instead of synthetic data
+    beer_reviews: str | None = None
+    #: BeerAdvocate annotations.json (rationale spans): test set with subset precision
+    beer_annotations: str | None = None
+    #: BeerAdvocate reviews are truncated/padded to this many tokens
+    beer_max_len: int = 100
+    #: random seed (data, initialisation, noise)
+    seed: int = 0
+    #: independent runs per (estimator, k) with seeds seed, seed+1, ...; the table shows mean ± sample std
+    repeats: int = 1
+    #: torch device: cpu, cuda, cuda:N or auto
+    device: str = "cpu"
+    #: folder for explain_TASK.json and the PNG figures (None: do not save)
+    out: str | None = "runs/explain"
+    #: progress bars on stderr
+    progress: bool = True
+    #: stop each epoch after this many steps (smoke runs); None = full epochs
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self.estimators = _names(self.estimators)
+        if self.estimators == ("all",):
+            self.estimators = METHODS
 
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}; got {list(self.methods)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must not repeat a name; got {list(self.methods)}")
+        bad = [m for m in self.estimators if m not in METHODS]
+        if bad or not self.estimators:
+            raise ValueError(f"estimators must be a non-empty subset of {', '.join(METHODS)}; got "
+                             f"{list(self.estimators)}")
+        if len(set(self.estimators)) != len(self.estimators):
+            raise ValueError(f"estimators must not repeat a name; got {list(self.estimators)}")
         if not self.ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in self.ks):
             raise ValueError(f"ks must be positive integers; got {list(self.ks)}")
         if self.task == "digits" and max(self.ks) > N_PIXELS:
@@ -117,7 +147,7 @@ class ExplainConfig:
             check_int_in_range(getattr(self, name), name, 1, 2**62)
         if self.max_steps is not None:
             check_int_in_range(self.max_steps, "max_steps", 1, 2**62)
-        for name in ("lr", "lam", "noise_scale", "aimle_target", "tau"):
+        for name in ("lr", "lam", "scale", "aimle_target", "tau"):
             check_positive(getattr(self, name), name)
         if self.beer_annotations and not self.beer_reviews:
             raise ValueError("beer_annotations needs beer_reviews (the training file)")
@@ -125,8 +155,17 @@ class ExplainConfig:
             raise ValueError(f"beer_reviews needs task 'text'; got task {self.task!r}")
 
 
-#: ``--preset quick``: a smoke run of every method at k = 10 (about a minute on 2 CPU cores)
-PRESETS = {"quick": {"ks": (10,), "n_train": 1000, "n_test": 200, "epochs": 3}}
+#: ``discreteopt explain --preset NAME`` (options given explicitly override the preset):
+#: ``quick`` = every selector at k = 10 on 1000 texts, 3 epochs (about a minute on 2 CPU cores);
+#: ``default`` = the defaults above (k = 5, 10, 15, one seed);
+#: ``large`` = 10000 training and 2000 test texts, 3 seeds (tighter numbers; tens of minutes on a CPU);
+#: ``paper`` = the protocol of the published table (README): the defaults over seeds 0, 1, 2 (mean ± std)
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"ks": (10,), "n_train": 1000, "n_test": 200, "epochs": 3},
+    "default": {},
+    "large": {"n_train": 10000, "n_test": 2000, "repeats": 3},
+    "paper": {"ks": (5, 10, 15), "repeats": 3},
+}
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -231,7 +270,7 @@ def make_selector(method: str, k: int, cfg: ExplainConfig):
         from ..layers import DiscreteLayer
         from ..solvers import TopK
 
-        sog = noise.SumOfGamma(k=k, n_iter=10, scale=cfg.noise_scale)
+        sog = noise.SumOfGamma(k=k, n_iter=10, scale=cfg.scale)
         if method == "imle":
             est = estimators.IMLE(lam=cfg.lam, samples=cfg.samples, noise=sog)
         else:
@@ -305,10 +344,11 @@ def train_one(task: Task, method: str, k: int, cfg: ExplainConfig, device: torch
 
 
 def run_explain(cfg: ExplainConfig) -> dict[str, Any]:
-    """All (method, k) runs of one task, ``cfg.repeats`` times; JSON + PNG under ``cfg.out``.
+    """All (estimator, k) runs of one task, ``cfg.repeats`` times; JSON + PNG under ``cfg.out``.
 
     ``result["runs"]`` lists every run (with its seed), ``result["rows"]`` their mean (and ``*_std`` when
-    ``repeats > 1``) per (method, k). Curves and figures show the first repeat.
+    ``repeats > 1``) per (estimator, k). Curves and figures show the first repeat. ``mse`` is the raw mean
+    squared error; the printed table shows ``100 * MSE`` as the papers (and the README) do.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -321,13 +361,13 @@ def run_explain(cfg: ExplainConfig) -> dict[str, Any]:
             raise ValueError(f"ks must be <= the number of features {task.n_features}; got {list(cfg.ks)}")
         first_task = first_task or task
         for k in cfg.ks:
-            for method in cfg.methods:
+            for method in cfg.estimators:
                 r = train_one(task, method, int(k), rcfg, device)
                 model, curve = r.pop("model"), r.pop("curve")
                 if rep == 0:
                     models[(method, int(k))] = model
                     curves[f"{method},k={k}"] = curve
-                runs.append({"task": task.name, "method": method, "k": int(k), "seed": rcfg.seed, **r})
+                runs.append({"task": task.name, "estimator": method, "k": int(k), "seed": rcfg.seed, **r})
     result: dict[str, Any] = {"task": f"l2x_{first_task.name}", "data": first_task.source,
                               "config": dataclasses.asdict(cfg), "rows": summarise(runs, cfg.repeats),
                               "runs": runs, "curves": curves}
@@ -336,8 +376,9 @@ def run_explain(cfg: ExplainConfig) -> dict[str, Any]:
         name = first_task.name
         files = {"json": str(out / f"explain_{name}.json"),
                  "curves": str(plot_curves(curves, out / f"explain_{name}_curves.png", "epoch",
-                                           "train loss (MSE)" if first_task.regression else
-                                           "train loss (cross-entropy)", f"Subset selection ({name}): training loss"))}
+                                           "train loss: squared error of the rating" if first_task.regression
+                                           else "train loss: cross-entropy",
+                                           f"Subset selection ({name}): training loss, seed {cfg.seed}"))}
         if name == "digits":
             files["figure"] = str(plot_digits(first_task, models, device, out / "explain_digits.png"))
         result["files"] = files
@@ -349,14 +390,14 @@ METRICS = ("mse", "accuracy", "subset_precision")
 
 
 def summarise(runs: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
-    """One row per (method, k) in first-seen order: the mean of every numeric field over the runs and, when
+    """One row per (estimator, k) in first-seen order: the mean of every numeric field over the runs and, when
     ``repeats > 1``, the sample standard deviation of the metrics (``mse_std`` ...)."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["method"], r["k"]), []).append(r)
+        groups.setdefault((r["estimator"], r["k"]), []).append(r)
     rows = []
     for (method, k), rs in groups.items():
-        row: dict[str, Any] = {"task": rs[0]["task"], "method": method, "k": k}
+        row: dict[str, Any] = {"task": rs[0]["task"], "estimator": method, "k": k}
         for key in rs[0]:
             if key in row or key == "seed":
                 continue
@@ -371,10 +412,22 @@ def summarise(runs: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
 
 
 def results_table(result: dict[str, Any]) -> str:
-    names = [name for m in METRICS for name in (m, f"{m}_std")]
-    cols = [c for c in ("task", "method", "k", *names, "final_lam", "repeats", "seconds")
-            if any(c in r for r in result["rows"])]
-    return format_table(result["rows"], cols)
+    """Mean (± sample std over repeats) per (estimator, k): ``100·MSE`` (as in the papers and the README),
+    subset precision, accuracy in percent, AIMLE's final lambda and the seconds of one run."""
+    rows = result["rows"]
+    cols: list[Column] = [Column("task"), Column("estimator"), Column("k")]
+    if any("mse" in r for r in rows):
+        cols.append(RowColumn("mse", "100·MSE", mean_std("mse", 2, factor=100.0)))
+    if any("subset_precision" in r for r in rows):
+        cols.append(RowColumn("subset_precision", "subset precision", mean_std("subset_precision", 3)))
+    if any("accuracy" in r for r in rows):
+        cols.append(RowColumn("accuracy", "accuracy", mean_std("accuracy", 1, factor=100.0, suffix="%")))
+    if any("final_lam" in r for r in rows):
+        cols.append(Column("final_lam", "final lambda", ".3g"))
+    if any("repeats" in r for r in rows):
+        cols.append(Column("repeats"))
+    cols.append(Column("seconds", "time per run", seconds))
+    return format_table(rows, cols)
 
 
 @torch.no_grad()

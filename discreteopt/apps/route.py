@@ -32,8 +32,11 @@ from ..data.warcraft import STYLES, TILE, WarcraftData, generate_warcraft, load_
 from ..metrics import path_cost, shortest_path_metrics
 from ..models import CombResNet
 from .common import (
+    Column,
+    Panel,
     batches,
     format_table,
+    percent,
     plot_curves,
     plot_panels,
     progress,
@@ -41,30 +44,48 @@ from .common import (
     resolve_device,
     save_figure,
     save_json,
+    seconds,
     seed_everything,
 )
 
 ESTIMATORS = ("imle", "aimle", "blackbox", "perturbed", "fy", "st", "score")
-#: noise scale per estimator when ``--sigma`` is not given (Sum-of-Gamma temperature for I-MLE / AIMLE, log-normal
-#: ``sigma`` of the multiplicative perturbation for perturbed / Fenchel-Young, additive normal for the score function).
-#: The network's costs are of order 1; on generated 12x12 maps (10000, 50 epochs, H100) I-MLE reached
-#: 95.9 / 92.9 / 89.1 / 83.0 % test cost-optimal accuracy with temperature 0.03 / 0.1 / 0.3 / 1.0.
-DEFAULT_SIGMA = {"imle": 0.03, "aimle": 0.03, "blackbox": 1.0, "perturbed": 0.5, "fy": 0.5, "st": 1.0,
-                 "score": 0.5}
-#: noise samples per map when ``--samples`` is not given (Monte-Carlo estimators need several)
+#: noise scale per estimator when ``scale`` is not given (Sum-of-Gamma temperature for I-MLE / AIMLE, log-normal
+#: ``scale`` of the multiplicative perturbation for perturbed / Fenchel-Young, additive normal for the score
+#: function; blackbox and straight-through use no noise). The network's costs are of order 1; on generated 12x12
+#: maps (10000, 50 epochs, H100) I-MLE reached 95.9 / 92.9 / 89.1 / 83.0 % test cost-optimal accuracy with
+#: temperature 0.03 / 0.1 / 0.3 / 1.0.
+DEFAULT_SCALE = {"imle": 0.03, "aimle": 0.03, "perturbed": 0.5, "fy": 0.5, "score": 0.5}
+#: noise samples per map when ``samples`` is not given (Monte-Carlo estimators need several)
 DEFAULT_SAMPLES = {"imle": 1, "aimle": 1, "blackbox": 1, "perturbed": 10, "fy": 10, "st": 1, "score": 10}
+#: what each estimator's training loss is (the y-axis of the learning curve)
+LOSS_NAMES = {"fy": "Fenchel-Young loss", "score": "Hamming distance (tiles, mean of samples)"}
+#: the loss of every other estimator: tiles on exactly one of the predicted and the true path, per map
+HAMMING = "Hamming distance (tiles)"
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """``"imle,fy"`` or ``("imle", "fy")`` -> ``("imle", "fy")`` (a string is split at commas)."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
 
 
 @dataclasses.dataclass
 class RouteConfig:
-    """Settings of one Warcraft run (the CLI's ``discreteopt route`` options).
+    """Settings of one Warcraft run (the options of ``discreteopt route``).
 
-    The defaults are a CPU demo (a few minutes on 2 cores); ``PRESETS["paper"]`` holds the published protocol.
+    The defaults are a CPU demo (about a minute on 2 cores); :data:`PRESETS` holds the published protocol
+    (``paper``), a larger GPU run (``large``) and a seconds-long check (``quick``).
+
+    Example::
+
+        cfg = RouteConfig(estimators=("imle", "blackbox"), epochs=2, out=None)
+        result = run_route(cfg)          # result["rows"]: test metrics per estimator
     """
 
-    #: estimator: imle, aimle, blackbox, perturbed, fy, st or score; the CLI also takes a comma-separated list
-    #: or 'all' and trains one network per estimator
-    estimator: str = "imle"
+    #: estimators to train, one network each, on the same maps: imle, aimle, blackbox, perturbed, fy, st, score,
+    #: or ``("all",)``; a comma-separated string is accepted too
+    estimators: tuple[str, ...] = ("imle",)
     #: grid side k (maps are 8k x 8k pixels; the published sizes are 12, 18, 24, 30)
     size: int = 12
     n_train: int = 2000
@@ -78,9 +99,9 @@ class RouteConfig:
     #: summed over vertices and averaged over the batch, as in the blackbox-backprop code, so that the
     #: published lam = 20 at batch size 70 keeps its meaning
     lam: float = 20.0
-    #: noise scale (none: the estimator's default, see DEFAULT_SIGMA)
-    sigma: float | None = None
-    #: noise samples per map (none: the estimator's default, see DEFAULT_SAMPLES; score function: >= 2)
+    #: noise scale (None: the estimator's default, :data:`DEFAULT_SCALE`)
+    scale: float | None = None
+    #: noise samples per map (None: the estimator's default, :data:`DEFAULT_SAMPLES`; score function: >= 2)
     samples: int | None = None
     #: channels of the CombResNet (ResNet18's first stage has 64)
     width: int = 32
@@ -92,27 +113,30 @@ class RouteConfig:
     #: procedural (every tile textured independently: harder)
     map_style: str = "tileset"
     #: folder with the real {train,val,test}_maps.npy, _vertex_weights.npy, _shortest_paths.npy files (or
-    #: its {size}x{size} sub-folder); none: generated maps
+    #: its {size}x{size} sub-folder); None: generated maps
     data_dir: str | None = None
-    #: output folder for JSON and PNG files (none: write nothing)
+    #: output folder for JSON and PNG files (None: write nothing)
     out: str | None = "runs/route"
     seed: int = 0
     #: progress bars on stderr
     progress: bool = True
-    #: stop each epoch after this many steps (smoke runs); none = full epochs
+    #: stop each epoch after this many steps (smoke runs); None = full epochs
     max_steps: int | None = None
 
-    def estimators(self) -> list[str]:
-        """The estimator names of ``estimator`` (a name, a comma-separated list or ``all``)."""
-        names = list(ESTIMATORS) if self.estimator == "all" else [e.strip() for e in self.estimator.split(",")]
+    def __post_init__(self) -> None:
+        self.estimators = _names(self.estimators)
+
+    def names(self) -> list[str]:
+        """The estimator names (``all`` expanded, repeats dropped), checked."""
+        names = list(ESTIMATORS) if self.estimators == ("all",) else list(self.estimators)
         bad = [e for e in names if e not in ESTIMATORS]
         if bad or not names:
-            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, a comma-separated list of "
-                             f"them or 'all'; got {self.estimator!r}")
+            raise ValueError(f"estimators must be among {', '.join(ESTIMATORS)} (or 'all'); got "
+                             f"{', '.join(self.estimators) or 'none'}")
         return list(dict.fromkeys(names))
 
     def validate(self) -> None:
-        self.estimators()
+        self.names()
         if self.map_style not in STYLES:
             raise ValueError(f"map_style must be one of {', '.join(STYLES)}; got {self.map_style!r}")
         for name in ("size", "n_train", "n_test", "epochs", "batch_size", "width"):
@@ -123,10 +147,10 @@ class RouteConfig:
         if self.samples is not None and self.samples < 1:
             raise ValueError(f"samples must be >= 1; got {self.samples}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or none; got {self.max_steps}")
+            raise ValueError(f"max_steps must be >= 1 or None; got {self.max_steps}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = solve in the main process); got {self.workers}")
-        for name in ("lr", "lam", "sigma"):
+        for name in ("lr", "lam", "scale"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(float(v)) and float(v) > 0):
                 raise ValueError(f"{name} must be a positive finite number; got {v}")
@@ -134,22 +158,23 @@ class RouteConfig:
 
     def for_estimator(self, name: str) -> RouteConfig:
         """A copy for one estimator."""
-        return dataclasses.replace(self, estimator=name)
+        return dataclasses.replace(self, estimators=(name,))
 
 
-#: ``discreteopt route --preset NAME``:
+#: ``discreteopt route --preset NAME`` (options given explicitly override the preset):
+#: ``quick`` = a check that everything runs (400 small maps, 2 epochs, a narrow network: seconds on a CPU);
+#: ``default`` = the defaults above (the CPU demo, ``make demo``);
+#: ``large`` = the same number of steps as ``paper`` over 30000 generated maps (17 epochs), 5000 test maps: I-MLE
+#: reaches the published accuracy on generated maps (about 2 minutes of training on an H100);
 #: ``paper`` = the published protocol (Vlastelica et al. 2020; Niepert et al. 2021: 10000 training maps, 50 epochs,
-#: Adam 5e-4 with x0.1 at epochs 30 and 40, batch 70, lam 20, ResNet18 width 64), for a GPU;
-#: ``large`` = the same number of steps over 30000 generated maps (17 epochs), 5000 test maps: I-MLE reaches the
-#: published accuracy on generated maps (about 2 minutes of training on an H100);
-#: ``smoke`` = a few steps on tiny data (tests)
+#: Adam 5e-4 with x0.1 at epochs 30 and 40, batch 70, lam 20, ResNet18 width 64), for a GPU
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"n_train": 10000, "n_val": 1000, "n_test": 1000, "epochs": 50, "batch_size": 70, "lr": 5e-4,
-              "lam": 20.0, "width": 64},
+    "quick": {"n_train": 400, "n_val": 50, "n_test": 100, "epochs": 2, "batch_size": 50, "width": 16},
+    "default": {},
     "large": {"n_train": 30000, "n_val": 1000, "n_test": 5000, "epochs": 17, "batch_size": 70, "lr": 5e-4,
               "lam": 20.0, "width": 64},
-    "smoke": {"n_train": 40, "n_val": 20, "n_test": 20, "epochs": 2, "batch_size": 10, "width": 8,
-              "max_steps": 3, "progress": False},
+    "paper": {"n_train": 10000, "n_val": 1000, "n_test": 1000, "epochs": 50, "batch_size": 70, "lr": 5e-4,
+              "lam": 20.0, "width": 64},
 }
 
 
@@ -220,6 +245,26 @@ def make_executor(workers: int):
     return Processes(workers)
 
 
+def warm_up(executor, solver, size: int) -> float:
+    """Start the executor's workers and load the solver in each of them; return the seconds it took.
+
+    ``Processes`` starts its workers lazily, and each worker builds the solver (and loads its compiled kernel)
+    on its first task: without this, all of that lands in the first training step. A pool is started and
+    waited for (``start()``), then it solves two batches of one random ``size x size`` instance per worker, as
+    :meth:`~discreteopt.executors.Auto.calibrate` does (the executors offer no public warm-up of a solver);
+    in-process executors solve one instance (loads the compiled kernel in this process).
+    """
+    t0 = time.perf_counter()
+    n = max(1, int(getattr(executor, "n_workers", 1) or 1))
+    start = getattr(executor, "start", None)
+    if callable(start):
+        start()
+    theta = torch.rand(n, size, size, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    for _ in range(2 if n > 1 else 1):
+        executor.solve(solver, theta)  # [n, k, k] -> [n, k, k], one instance per worker
+    return time.perf_counter() - t0
+
+
 def hamming_sum(y: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Hamming distance summed over the ``k x k`` vertices: ``y [*L, k, k]``, ``true`` broadcastable -> ``[*L]``.
 
@@ -236,13 +281,13 @@ def make_objective(name: str, cfg: RouteConfig, solver, executor):
     """``objective(costs [B,k,k], true_paths [B,k,k]) -> scalar loss`` for the estimator ``name``.
 
     * ``imle``: I-MLE (Niepert et al. 2021), Sum-of-Gamma noise with ``k`` = grid side (a path has about ``k``
-      vertices) and temperature ``sigma``, step ``lam``;
+      vertices) and temperature ``scale``, step ``lam``;
     * ``aimle``: adaptive I-MLE (Minervini et al. 2023), same noise, ``lam`` adapted from its initial value;
     * ``blackbox``: interpolation (Vlastelica et al. 2020) with ``lam``;
-    * ``perturbed``: perturbed optimizer (Berthet et al. 2020) with multiplicative log-normal noise ``sigma`` (costs
+    * ``perturbed``: perturbed optimizer (Berthet et al. 2020) with multiplicative log-normal noise ``scale`` (costs
       stay positive, so the solver sees the exact perturbed problem), ``samples``;
     * ``st``: straight-through (identity backward);
-    * ``score``: score function on additive normal noise ``sigma``, leave-one-out baseline, ``samples >= 2``;
+    * ``score``: score function on additive normal noise ``scale``, leave-one-out baseline, ``samples >= 2``;
 
     all of these minimise the Hamming distance to the true path, summed over vertices and averaged over the batch
     (:func:`hamming_sum`); ``fy``: the Fenchel-Young loss of the multiplicatively perturbed solver.
@@ -251,16 +296,16 @@ def make_objective(name: str, cfg: RouteConfig, solver, executor):
     from .. import losses, noise
     from ..layers import DiscreteLayer, score_function_loss
 
-    sigma = cfg.sigma if cfg.sigma is not None else DEFAULT_SIGMA[name]
+    scale = cfg.scale if cfg.scale is not None else DEFAULT_SCALE.get(name)
     samples = cfg.samples if cfg.samples is not None else DEFAULT_SAMPLES[name]
     if name in ("fy", "perturbed"):
-        perturbed = est.PerturbedOptimizer(sigma=sigma, samples=samples, noise="normal", multiplicative=True)
+        perturbed = est.PerturbedOptimizer(scale=scale, samples=samples, noise="normal", multiplicative=True)
         if name == "fy":
             fy = losses.FenchelYoungLoss(DiscreteLayer(solver, perturbed, executor=executor))
             return lambda costs, true: fy(costs, true)
         estimator = perturbed
     elif name in ("imle", "aimle"):
-        sog = noise.SumOfGamma(k=cfg.size, n_iter=10, scale=sigma)
+        sog = noise.SumOfGamma(k=cfg.size, n_iter=10, scale=scale)
         estimator = est.IMLE(lam=cfg.lam, samples=samples, noise=sog) if name == "imle" else \
             est.AIMLE(samples=samples, noise=sog, initial_lam=cfg.lam)
     elif name == "blackbox":
@@ -268,7 +313,7 @@ def make_objective(name: str, cfg: RouteConfig, solver, executor):
     elif name == "st":
         estimator = est.StraightThrough()
     else:  # score: REINFORCE on the per-sample Hamming distance (a black box), leave-one-out baseline
-        layer = DiscreteLayer(solver, est.ScoreFunction(sigma=sigma, samples=max(samples, 2)), executor=executor)
+        layer = DiscreteLayer(solver, est.ScoreFunction(scale=scale, samples=max(samples, 2)), executor=executor)
 
         def score_loss(costs, true):
             return score_function_loss(layer, costs, lambda y: hamming_sum(y, true.unsqueeze(1)))  # y [B, S, k, k]
@@ -300,12 +345,15 @@ def train_route(cfg: RouteConfig, data: RouteData | None = None, executor=None) 
     """Train and evaluate one estimator; write ``route_<estimator>.json`` and PNG figures under ``cfg.out``.
 
     ``data`` (default: :func:`load_data`) and ``executor`` (default: :func:`make_executor`, closed at the end)
-    can be shared between runs.
+    can be shared between runs. The executor is warmed up (:func:`warm_up`) before the clock starts:
+    ``seconds["train"]`` is training alone (epochs with their validation), ``seconds["pool_start"]`` the
+    start-up of the solver workers (about 0 for a pool that is already warm or for ``workers=0``).
     """
     cfg.validate()
-    names = cfg.estimators()
+    names = cfg.names()
     if len(names) != 1:
-        raise ValueError(f"train_route trains one estimator; got {cfg.estimator!r} (run_route trains several)")
+        raise ValueError(f"train_route trains one estimator; got estimators={', '.join(names)} (run_route trains "
+                         "several)")
     name = names[0]
     from ..solvers import GridShortestPath
 
@@ -332,8 +380,9 @@ def train_route(cfg: RouteConfig, data: RouteData | None = None, executor=None) 
 
     history: dict[str, list[float]] = {"train_loss": [], "val_cost_optimal_accuracy": [], "epoch_seconds": []}
     steps_done = 0
-    t1 = time.perf_counter()
     try:
+        t_pool = warm_up(executor, solver, cfg.size)  # not part of train seconds
+        t1 = time.perf_counter()
         epoch_bar = progress(range(cfg.epochs), cfg.progress, desc=f"route[{name}] epochs")
         for epoch in epoch_bar:
             t_epoch = time.perf_counter()
@@ -371,77 +420,110 @@ def train_route(cfg: RouteConfig, data: RouteData | None = None, executor=None) 
         "task": "warcraft_route", "estimator": name, "data": data.source, "grid": f"{cfg.size}x{cfg.size}",
         "n_train": len(data.train), "n_val": 0 if data.val is None else len(data.val), "n_test": len(data.test),
         "device": str(device), "workers": cfg.workers, "config": dataclasses.asdict(cfg),
-        "train": train_metrics, "test": test_metrics, "history": history,
-        "seconds": {"data": round(data.seconds, 2), "train": round(t_train, 2),
+        "loss": LOSS_NAMES.get(name, HAMMING), "train": train_metrics, "test": test_metrics, "history": history,
+        "seconds": {"data": round(data.seconds, 2), "pool_start": round(t_pool, 2), "train": round(t_train, 2),
                     "per_step": round(t_train / max(steps_done, 1), 4)},
         "steps": steps_done,
     }
     if cfg.out:
         out = Path(cfg.out)
-        panels = [({"train": history["train_loss"]}, "loss (Hamming or Fenchel-Young)")]
+        panels = [Panel({"train": history["train_loss"]}, f"train loss: {result['loss']}")]
         if history["val_cost_optimal_accuracy"]:
-            panels.append(({"validation": history["val_cost_optimal_accuracy"]}, "cost-optimal accuracy"))
+            panels.append(Panel({"validation": history["val_cost_optimal_accuracy"]},
+                                "validation cost-optimal accuracy", percent=True))
+        title = f"Warcraft {cfg.size}x{cfg.size}, {name}: {len(data.train)} training maps x {cfg.epochs} epochs"
         result["files"] = {
             "json": str(out / f"route_{name}.json"),
-            "figure": str(plot_paths(data.test, pred.numpy(), costs.numpy(), out / f"route_{name}.png")),
-            "curves": str(plot_panels(panels, out / f"route_{name}_curves.png", "epoch",
-                                      f"Warcraft {cfg.size}x{cfg.size}, {name}")),
+            "figure": str(plot_paths(data.test, pred.numpy(), costs.numpy(), out / f"route_{name}.png",
+                                     title=title)),
+            "curves": str(plot_panels(panels, out / f"route_{name}_curves.png", "epoch", title)),
         }
         save_json(result, out / f"route_{name}.json")
     return result
 
 
 def run_route(cfg: RouteConfig) -> dict[str, Any]:
-    """``discreteopt route``: :func:`train_route` for each estimator of ``cfg.estimator`` on the same data and
+    """``discreteopt route``: :func:`train_route` for each estimator of ``cfg.estimators`` on the same data and
     solver workers. One estimator: its result; several: ``{"runs": [...], "rows": [...]}`` plus a summary JSON
-    and a figure of the validation curves."""
+    and a figure of the validation curves. The pool is started once, before the first estimator's clock
+    (``pool_start_seconds``)."""
     cfg.validate()
-    names = cfg.estimators()
+    names = cfg.names()
     if len(names) == 1:
         return train_route(cfg)
     data = load_data(cfg)
     executor = make_executor(cfg.workers)
     try:
+        from ..solvers import GridShortestPath
+
+        t_pool = warm_up(executor, GridShortestPath(neighbourhood=8), cfg.size)
         runs = [train_route(cfg.for_estimator(n), data, executor) for n in names]
     finally:
         executor.close()
     rows = [{"estimator": r["estimator"], **r["test"], "train_seconds": r["seconds"]["train"]} for r in runs]
     result: dict[str, Any] = {"task": "warcraft_route", "data": data.source, "grid": f"{cfg.size}x{cfg.size}",
-                              "config": dataclasses.asdict(cfg), "rows": rows, "runs": runs}
+                              "config": dataclasses.asdict(cfg), "pool_start_seconds": round(t_pool, 2),
+                              "rows": rows, "runs": runs}
     if cfg.out:
         out = Path(cfg.out)
         curves = {r["estimator"]: r["history"]["val_cost_optimal_accuracy"] for r in runs}
         result["files"] = {"json": str(out / "route_summary.json")}
         if any(curves.values()):
-            result["files"]["curves"] = str(plot_curves(curves, out / "route_summary_curves.png", "epoch",
-                                                        "validation cost-optimal accuracy",
-                                                        f"Warcraft {cfg.size}x{cfg.size}"))
+            result["files"]["curves"] = str(plot_curves(
+                curves, out / "route_summary_curves.png", "epoch", "validation cost-optimal accuracy",
+                f"Warcraft {cfg.size}x{cfg.size}: {len(data.train)} training maps x {cfg.epochs} epochs", percent=True))
         save_json({k: v for k, v in result.items() if k != "runs"}, out / "route_summary.json")
     return result
 
 
-COLUMNS = ["cost_optimal_accuracy", "exact_match_accuracy", "cost_ratio"]
+#: the table's columns: metrics as percentages and the cost ratio, as in the README; seconds with their unit
+COLUMNS = [Column("cost_optimal_accuracy", "cost-optimal", percent), Column("exact_match_accuracy", "exact match",
+                                                                           percent),
+           Column("cost_ratio", "cost ratio", ".4f")]
 
 
 def results_table(result: dict[str, Any]) -> str:
-    """Test metrics per estimator (several runs), or train/test metrics of one run, as a text table."""
+    """Test metrics per estimator (several runs), or train/test metrics of one run, as a text table: accuracies
+    in percent, the cost ratio, training seconds (pool start-up excluded; printed below the table)."""
+    train_s = Column("train_seconds", "train time", seconds)
     if "runs" in result:
-        return format_table(result["rows"], ["estimator", *COLUMNS, "train_seconds"])
-    rows = [{"split": split, "estimator": result["estimator"], **result[split]} for split in ("train", "test")]
-    return format_table(rows, ["split", "estimator", *COLUMNS])
+        table = format_table(result["rows"], [Column("estimator"), *COLUMNS, train_s])
+        start = result.get("pool_start_seconds")
+    else:
+        rows = [{"split": split, "estimator": result["estimator"], **result[split],
+                 "train_seconds": result["seconds"]["train"] if split == "train" else None}
+                for split in ("train", "test")]
+        table = format_table(rows, [Column("split"), Column("estimator"), *COLUMNS, train_s])
+        start = result["seconds"].get("pool_start")
+        workers = result.get("workers", 0)
+        if not workers:
+            start = None
+    if start is not None:
+        table += f"\nsolver pool start-up (not in train time): {seconds(start)}"
+    return table
 
 
 # ------------------------------------------------------------------------------------------------ figure
-def plot_paths(data: WarcraftData, pred: np.ndarray, costs: np.ndarray, path: str | Path, n: int = 4) -> Path:
-    """Figure: for ``n`` test maps, the map with the true (white circles) and predicted (red crosses) paths,
-    the true vertex costs and the predicted costs."""
+def plot_paths(data: WarcraftData, pred: np.ndarray, costs: np.ndarray, path: str | Path, n: int = 4,
+               title: str = "") -> Path:
+    """Figure: for ``n`` test maps, the map with the optimal (white circles) and predicted (red crosses) paths,
+    the true vertex costs and the predicted costs on one colour scale (with a colour bar).
+
+    The panel title gives the true cost of the predicted path and the optimal cost. The network's costs have an
+    arbitrary scale (a shortest path does not change when all costs are multiplied by ``s > 0``), so they are
+    drawn as ``s * costs`` with the least-squares ``s = <costs, true> / <costs, costs>`` over the ``n`` maps shown.
+    """
     plt = pyplot()
     n = min(n, len(data))
     k = data.size
-    fig, axes = plt.subplots(3, n, figsize=(3.0 * n, 9.0), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(3.0 * n + 1.0, 9.4), squeeze=False)
     centres = (np.arange(k) + 0.5) * TILE - 0.5  # tile centres in pixels
     c_true = path_cost(data.weights[:n], data.paths[:n])  # [n]
     c_pred = path_cost(data.weights[:n], pred[:n])  # [n]
+    shown = np.asarray(costs[:n], dtype=np.float64)  # [n, k, k]
+    true = np.asarray(data.weights[:n], dtype=np.float64)
+    s = float((shown * true).sum() / max((shown * shown).sum(), 1e-12))
+    vmax = float(max(true.max(), (s * shown).max()))
     for i in range(n):
         ax = axes[0, i]
         ax.imshow(data.maps[i])
@@ -449,16 +531,19 @@ def plot_paths(data: WarcraftData, pred: np.ndarray, costs: np.ndarray, path: st
         ax.scatter(centres[c], centres[r], s=60, c="white", marker="o", edgecolors="black", linewidths=0.5)
         r, c = np.nonzero(pred[i] > 0.5)
         ax.scatter(centres[c], centres[r], s=30, c="red", marker="x")
-        ok = abs(float(c_pred[i] - c_true[i])) <= 1e-5 * float(c_true[i])
-        ax.set_title(f"map {i}: cost {float(c_pred[i]):.1f} vs {float(c_true[i]):.1f}"
-                     f"{'' if ok else ' (suboptimal)'}", fontsize=8)
-        axes[1, i].imshow(data.weights[i], cmap="viridis", vmin=0.0, vmax=9.5)
+        p, o = float(c_pred[i]), float(c_true[i])
+        verdict = "optimal" if abs(p - o) <= 1e-5 * o else f"+{100 * (p - o) / o:.1f}%"
+        ax.set_title(f"map {i}: predicted path cost {p:.1f}\noptimal {o:.1f} ({verdict})", fontsize=8)
+        im = axes[1, i].imshow(true[i], cmap="viridis", vmin=0.0, vmax=vmax)
         axes[1, i].set_title("true costs", fontsize=9)
-        axes[2, i].imshow(costs[i], cmap="viridis")
-        axes[2, i].set_title("predicted costs", fontsize=9)
+        axes[2, i].imshow(s * shown[i], cmap="viridis", vmin=0.0, vmax=vmax)
+        axes[2, i].set_title(f"predicted costs (x {s:.3g})", fontsize=9)
         for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Warcraft shortest paths: true (white o) vs predicted (red x)")
-    fig.tight_layout()
+    fig.suptitle((title + "\n" if title else "") + "test maps; optimal path: white o, predicted path: red x; "
+                 "a path's cost is the sum of the true costs of its tiles", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    cax = fig.add_axes((0.93, 0.05, 0.015, 0.58))
+    fig.colorbar(im, cax=cax, label="vertex cost (true scale)")
     return save_figure(fig, path, dpi=100)

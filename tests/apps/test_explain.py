@@ -94,10 +94,10 @@ def test_imle_selector_moves_scores_towards_the_better_subset():
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    ({"task": "images"}, "task"), ({"methods": ("imle", "gumbel")}, "methods"), ({"methods": ()}, "methods"),
-    ({"methods": ("l2x", "l2x")}, "methods"), ({"ks": (0,)}, "ks"), ({"ks": ()}, "ks"), ({"ks": (2.5,)}, "ks"),
+    ({"task": "images"}, "task"), ({"estimators": ("imle", "gumbel")}, "estimators"),
+    ({"estimators": ()}, "estimators"), ({"estimators": ("l2x", "l2x")}, "estimators"), ({"ks": (0,)}, "ks"), ({"ks": ()}, "ks"), ({"ks": (2.5,)}, "ks"),
     ({"task": "digits", "ks": (65,)}, "ks"), ({"ks": (51,)}, "ks"), ({"lr": 0.0}, "lr"),
-    ({"lam": -1.0}, "lam"), ({"tau": float("inf")}, "tau"), ({"noise_scale": float("nan")}, "noise_scale"),
+    ({"lam": -1.0}, "lam"), ({"tau": float("inf")}, "tau"), ({"scale": float("nan")}, "scale"),
     ({"samples": 0}, "samples"), ({"epochs": 0}, "epochs"), ({"max_steps": 0}, "max_steps"), ({"repeats": 0}, "repeats"),
     ({"beer_annotations": "a.json"}, "beer_reviews"), ({"task": "digits", "beer_reviews": "r.txt"}, "beer_reviews"),
 ])
@@ -109,10 +109,10 @@ def test_config_rejects_bad_values(kwargs, name):
 def test_short_text_run_learns_and_saves(tmp_path):
     cfg = ExplainConfig(ks=(5,), epochs=4, out=str(tmp_path), **FAST)
     res = run_explain(cfg)
-    assert [(r["method"], r["k"]) for r in res["rows"]] == [(m, 5) for m in explain.DEFAULT_METHODS]
+    assert [(r["estimator"], r["k"]) for r in res["rows"]] == [(m, 5) for m in explain.DEFAULT_METHODS]
     label_var = float(load_task(cfg).y_test.var())
     for r in res["rows"]:
-        curve = res["curves"][f"{r['method']},k=5"]
+        curve = res["curves"][f"{r['estimator']},k=5"]
         assert len(curve) == 4 and curve[-1] < 0.5 * curve[0], r
         assert 0.0 <= r["subset_precision"] <= 1.0 and r["mse"] < label_var, r
     saved = json.loads((tmp_path / "explain_text.json").read_text())
@@ -120,24 +120,45 @@ def test_short_text_run_learns_and_saves(tmp_path):
     assert saved["config"]["ks"] == [5]
     assert Path(res["files"]["curves"]).stat().st_size > 1000
     table = explain.results_table(res)
-    assert "subset_precision" in table and "softsub" in table
+    assert "subset precision" in table and "softsub" in table and "100·MSE" in table
 
 
 def test_short_digits_run_with_repeats_draws_the_selected_pixels(tmp_path):
-    res = run_explain(ExplainConfig(task="digits", methods=("imle", "l2x"), ks=(10,), epochs=2, max_steps=6,
+    res = run_explain(ExplainConfig(task="digits", estimators=("imle", "l2x"), ks=(10,), epochs=2, max_steps=6,
                                     repeats=2, seed=5, out=str(tmp_path), **FAST))
-    assert [(r["method"], r["seed"]) for r in res["runs"]] == [("imle", 5), ("l2x", 5), ("imle", 6), ("l2x", 6)]
+    assert [(r["estimator"], r["seed"]) for r in res["runs"]] == [("imle", 5), ("l2x", 5), ("imle", 6), ("l2x", 6)]
     for r in res["rows"]:
         assert "accuracy" in r and "subset_precision" not in r and r["repeats"] == 2
-        accs = [x["accuracy"] for x in res["runs"] if x["method"] == r["method"]]
+        accs = [x["accuracy"] for x in res["runs"] if x["estimator"] == r["estimator"]]
         assert r["accuracy"] == pytest.approx(np.mean(accs)) and r["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
         assert accs[0] != accs[1]  # independent runs (different data split, initialisation and noise)
         assert 0.2 < r["accuracy"] <= 1.0, r  # 10 classes: chance is 0.1
-        curve = res["curves"][f"{r['method']},k=10"]
+        curve = res["curves"][f"{r['estimator']},k=10"]
         assert curve[-1] < curve[0]
-    assert "accuracy_std" in explain.results_table(res)
+    table = explain.results_table(res)
+    row = res["rows"][0]
+    assert f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}%" in table, table
     fig = Path(res["files"]["figure"])
     assert fig.name == "explain_digits.png" and fig.stat().st_size > 2000
+
+
+def test_table_reports_100_mse_precision_and_seconds_like_the_readme():
+    """The README's unit: 100·MSE (the papers' too); mean ± std with repeats; seconds with their unit."""
+    rows = [{"task": "text", "estimator": "imle", "k": 10, "mse": 0.0034, "mse_std": 0.0002,
+             "subset_precision": 0.8934, "subset_precision_std": 0.0131, "seconds": 4.56, "repeats": 3},
+            {"task": "text", "estimator": "aimle", "k": 10, "mse": 0.0021, "subset_precision": 0.82,
+             "final_lam": 812.3456, "seconds": 5.0}]
+    table = explain.results_table({"rows": rows})
+    lines = table.splitlines()
+    assert "100·MSE" in lines[0] and "subset precision" in lines[0] and "final lambda" in lines[0]
+    assert "| 0.34 ± 0.02 | 0.893 ± 0.013" in lines[2] and "4.56 s" in lines[2], table
+    assert "| 0.21 " in lines[3] and "812" in lines[3] and "| -" in lines[3], table
+    assert "0.0034" not in table  # never the raw MSE
+    assert ExplainConfig(estimators="imle, l2x").estimators == ("imle", "l2x")
+    assert ExplainConfig(estimators="all").estimators == explain.METHODS
+    assert list(explain.PRESETS) == ["quick", "default", "large", "paper"]
+    for preset in explain.PRESETS.values():
+        ExplainConfig(**preset).validate()
 
 
 # --------------------------------------------------------------------------------------------- BeerAdvocate files
@@ -165,7 +186,7 @@ def _write_fake_beer(tmp_path, n=80, annotated=True):
 
 def test_beer_files_feed_the_text_task(tmp_path):
     reviews, annotations = _write_fake_beer(tmp_path)
-    cfg = ExplainConfig(methods=("imle",), ks=(3,), epochs=1, beer_reviews=str(reviews),
+    cfg = ExplainConfig(estimators=("imle",), ks=(3,), epochs=1, beer_reviews=str(reviews),
                         beer_annotations=str(annotations), beer_max_len=16, out=None, **FAST)
     task = load_task(cfg)
     assert task.x_train.shape == (80, 16) and task.x_test.shape == (20, 16) and task.n_features == 16
@@ -187,10 +208,10 @@ def test_beer_reviews_without_annotations_hold_out_a_test_split(tmp_path):
 
 def test_example_script_runs(tmp_path, capsys):
     mod = runpy.run_path(str(ROOT / "examples" / "l2x_explain.py"))
-    mod["main"](["--methods", "imle", "softsub", "--ks", "5", "--n-train", "300", "--n-test", "50", "--epochs", "1",
+    mod["main"](["--estimators", "imle", "softsub", "--ks", "5", "--n-train", "300", "--n-test", "50", "--epochs", "1",
                  "--out", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
-    assert "imle" in out and "softsub" in out and "subset_precision" in out
+    assert "imle" in out and "softsub" in out and "subset precision" in out
     assert (tmp_path / "explain_text.json").exists() and (tmp_path / "explain_text_curves.png").exists()
 
 
@@ -207,7 +228,7 @@ def test_all_selectors_find_the_rationale_on_synthetic_text():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("task", explain.TASKS)
 def test_every_method_trains_on_cuda(task, tmp_path):
-    res = run_explain(ExplainConfig(task=task, methods=explain.METHODS, ks=(5,), epochs=1, max_steps=3, device="cuda",
+    res = run_explain(ExplainConfig(task=task, estimators=explain.METHODS, ks=(5,), epochs=1, max_steps=3, device="cuda",
                                     out=str(tmp_path), **FAST))
     assert len(res["rows"]) == len(explain.METHODS)
     assert all(math.isfinite(r.get("mse", r.get("accuracy"))) for r in res["rows"])
