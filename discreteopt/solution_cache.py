@@ -50,12 +50,14 @@ import weakref
 from concurrent.futures import Future
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ._validation import check_finite, check_int_in_range
 from .solvers.base import InstanceError
 
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
 _KEY_RTOL = 1e-9  # relative tolerance of the hash keys of solutions (exact equality is checked afterwards)
 
 
@@ -95,6 +97,7 @@ class SolutionCache:
         self._keys: torch.Tensor | None = None  # [M] float64 hash keys
         self._last_used: torch.Tensor | None = None  # [M] int64 step of last use
         self._proj: torch.Tensor | None = None  # [D] float64 hashing weights
+        self._index: dict[bytes, int] | None = None  # CPU pools: row bytes -> pool index (rebuilt when rows move)
         self._step = 0
         self._lock = threading.RLock()
         self._owners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -167,7 +170,7 @@ class SolutionCache:
     def clear(self) -> None:
         """Empty the pool (counters are kept)."""
         with self._lock:
-            self._pool = self._keys = self._last_used = None
+            self._pool = self._keys = self._last_used = self._index = None
 
     def add(self, solutions: torch.Tensor) -> int:
         """Add feasible ``solutions [n, *E]`` to the pool (exact duplicates skipped); returns how many joined.
@@ -195,15 +198,24 @@ class SolutionCache:
             x = solutions.to(device=self._pool.device, dtype=self._pool.dtype)
             flat = x.flatten(1)  # [n, D]
             keys = self._hash(flat)  # [n]
-            first = _first_rows(flat)  # [n]: first equal row of the batch (itself at worst)
             arange = torch.arange(flat.shape[0], device=flat.device)
-            in_pool = _first_match(flat, keys, self._pool.flatten(1), self._keys)  # [n], -1 if new
+            row_bytes = None
+            if flat.device.type == "cpu" and flat.dtype in _NUMPY_DTYPES and flat.shape[1]:
+                # exact matches through a dict of row bytes: ~20x cheaper than the torch ops below on CPU
+                in_pool, first, row_bytes = self._match_bytes(flat)
+            else:
+                first = _first_rows(flat)  # [n]: first equal row of the batch (itself at worst)
+                in_pool = _first_match(flat, keys, self._pool.flatten(1), self._keys)  # [n], -1 if new
             found = in_pool[in_pool >= 0]
             if found.numel():
                 self._last_used[found] = self._step
             new = (in_pool < 0) & (first == arange)
             if not bool(new.any()):
                 return 0
+            if row_bytes is not None and self._index is not None:
+                start = self._pool.shape[0]
+                for pos, i in enumerate(new.nonzero().flatten().tolist()):
+                    self._index[row_bytes[i]] = start + pos
             self._pool = torch.cat([self._pool, x[new]])
             self._keys = torch.cat([self._keys, keys[new]])
             self._last_used = torch.cat([self._last_used, torch.full((int(new.sum()),), self._step,
@@ -356,7 +368,29 @@ class SolutionCache:
         # solution never joined the pool); equal rows still get equal keys, and candidates are compared exactly
         return torch.nan_to_num(flat.to(torch.float64) @ self._proj, nan=0.0)  # [n]
 
+    def _match_bytes(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[bytes]]:
+        """CPU twin of ``_first_rows`` and ``_first_match``: ``(in_pool [n] (-1 if new), first [n], row bytes)``.
+
+        Rows are compared by their bytes after ``+ 0.0`` (so ``-0.0`` equals ``0.0``, as ``==`` says; entries are
+        finite, so bytes equality is exactly ``==``)."""
+        if self._index is None:
+            pool = self._pool.flatten(1).resolve_neg().numpy() + 0.0
+            self._index = {row.tobytes(): i for i, row in enumerate(pool)}
+        index = self._index
+        rows = [row.tobytes() for row in flat.resolve_neg().numpy() + 0.0]
+        in_pool = np.full(len(rows), -1, dtype=np.int64)
+        first = np.arange(len(rows), dtype=np.int64)
+        seen: dict[bytes, int] = {}
+        for i, key in enumerate(rows):
+            j = index.get(key)
+            if j is not None:
+                in_pool[i] = j
+            else:
+                first[i] = seen.setdefault(key, i)
+        return torch.from_numpy(in_pool), torch.from_numpy(first), rows
+
     def _to(self, device: torch.device) -> None:
+        self._index = None
         self._pool = self._pool.to(device)
         self._keys = self._keys.to(device)
         self._last_used = self._last_used.to(device)
@@ -369,6 +403,7 @@ class SolutionCache:
         keep = torch.ones(self._pool.shape[0], dtype=torch.bool, device=self._pool.device)
         keep[order[:k]] = False
         self._pool, self._keys, self._last_used = self._pool[keep], self._keys[keep], self._last_used[keep]
+        self._index = None  # rows moved
         self.evictions += k
 
     def __repr__(self) -> str:
@@ -427,8 +462,10 @@ def _first_match(a: torch.Tensor, ka: torch.Tensor, b: torch.Tensor, kb: torch.T
     total = int(count.sum())
     if total == 0:
         return out
-    rows = torch.repeat_interleave(torch.arange(n, device=a.device), count)  # [P]
-    start = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)  # [P]
+    # output_size: the sizes are known, and without it repeat_interleave on searchsorted's output took ~5 ms
+    # per call on CPU (torch 2.13) -- 99% of a pool loss's training step
+    rows = torch.repeat_interleave(torch.arange(n, device=a.device), count, output_size=total)  # [P]
+    start = torch.repeat_interleave(torch.cumsum(count, 0) - count, count, output_size=total)  # [P]
     cols = order[lo[rows] + torch.arange(total, device=a.device) - start]  # [P] indices into b
     eq = (a[rows] == b[cols]).all(dim=1)  # [P]
     j = torch.where(eq, cols, m)

@@ -235,7 +235,10 @@ METHOD_TABLE: dict[str, Method] = {
     "imle": Method(_layer_method(_est("IMLE", lam=_cfg("lam"), samples=_cfg("samples"), noise=_sog)),
                    _pyepo_solution_method("implicitMLE", n_samples=_cfg("samples"), sigma=_cfg("sigma"),
                                           lambd=_cfg("lam"), distribution=_pyepo_sog)),
-    "aimle": Method(_layer_method(_est("AIMLE", samples=_cfg("samples"), noise=_sog, relative=lambda t: True)),
+    # PyEPO's AIMLE: step alpha * ||c_hat|| / ||dL/dy||, alpha += 1e-3 while fewer than all gradient entries are
+    # non-zero (so it grows slowly from 1): the same rule here is relative=True, target = all variables, eta = 1e-3
+    "aimle": Method(_layer_method(_est("AIMLE", samples=_cfg("samples"), noise=_sog, relative=lambda t: True,
+                                       target=lambda t: float(t.c_train.shape[1]), eta=lambda t: 1e-3)),
                     _pyepo_solution_method("adaptiveImplicitMLE", n_samples=_cfg("samples"), sigma=_cfg("sigma"),
                                            distribution=_pyepo_sog)),
     "nce": Method(_pool_loss("NCE", "w"), _pyepo_pool("NCE", "w")),

@@ -322,3 +322,20 @@ def test_map_calls_bypass_the_cache_even_without_an_owning_module():
         assert torch.equal(layer.maximizer(-costs), solver.solve(costs)) and cache.hits == 0
     layer.maximizer(-costs)
     assert cache.hits == 8
+
+
+def test_cpu_row_index_dedups_like_equality_across_eviction_and_negative_zero():
+    # the CPU pool matches rows through a dict of their bytes: -0.0 must equal 0.0 (as ==), and the index must stay
+    # right after evictions move rows (it is rebuilt) -- checked against the torch matcher used on other devices
+    from discreteopt.solution_cache import _first_match
+
+    cache = SolutionCache(max_size=3)
+    rows = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    assert cache.add(rows[:3]) == 3
+    assert cache.add(torch.tensor([[-0.0, 1.0]])) == 0  # equal to [0, 1]
+    assert cache.add(rows[3:]) == 1 and len(cache) == 3  # evicts the least recently used row
+    pool = cache.solutions()
+    for r in rows:
+        expected = _first_match(r[None], cache._hash(r[None]), pool, cache._hash(pool))
+        assert cache._match_bytes(r[None])[0].tolist() == expected.tolist()
+    assert cache.add(pool) == 0 and cache.add(pool.neg().neg()) == 0
