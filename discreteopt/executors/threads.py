@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class _State:
         self.lock = threading.Lock()
         self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
+        self.busy: set[threading.Thread] = set()  # threads running a chunk now
         self.closed = False
         self.jobs: set[BatchJob] = set()
         self.built: OrderedDict[str, Solver] = OrderedDict()  # solvers built by map() from specs
@@ -64,7 +66,7 @@ class _State:
                 raise RuntimeError("Threads executor is closed")
             if not self.threads:
                 for i in range(self.n):
-                    t = threading.Thread(target=_serve, args=(self.tasks,), daemon=True,
+                    t = threading.Thread(target=_serve, args=(self.tasks, self.lock, self.busy), daemon=True,
                                          name=f"discreteopt-solver-{i}")
                     t.start()
                     self.threads.append(t)
@@ -76,8 +78,14 @@ class _State:
             self.jobs.discard(job)
 
     def shutdown(self) -> None:
-        """Fail the calls in flight, drop queued chunks, tell idle threads to exit; never waits for a running
-        chunk (its daemon thread ends when the chunk does, or with the interpreter)."""
+        """Fail the calls in flight, drop queued chunks, tell idle threads to exit and wait (at most
+        ``_JOIN_IDLE`` seconds) until they have; never waits for a running chunk (its daemon thread ends when the
+        chunk does, or with the interpreter).
+
+        Joining the idle threads matters at interpreter exit (this also runs from the ``weakref.finalize`` atexit
+        hook): a daemon thread still unwinding when the interpreter finalises is stopped by ``pthread_exit`` in
+        the middle of destroying its thread-local native solvers (OR-Tools' C++ objects), which aborts the
+        process with "terminate called without an active exception"."""
         with self.lock:
             self.closed = True
             jobs, self.jobs = list(self.jobs), set()
@@ -92,15 +100,31 @@ class _State:
                 break
         for _ in threads:
             self.tasks.put(_STOP)
+        with self.lock:
+            idle = [t for t in threads if t not in self.busy]
+        deadline = time.monotonic() + _JOIN_IDLE
+        for t in idle:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _serve(tasks: queue.SimpleQueue) -> None:
-    """Body of a solver thread: run tasks until the stop sentinel."""
+_JOIN_IDLE = 5.0  # seconds close() waits for idle threads to exit (they only have to take the stop sentinel)
+
+
+def _serve(tasks: queue.SimpleQueue, lock: threading.Lock, busy: set) -> None:
+    """Body of a solver thread: run tasks until the stop sentinel (``busy`` holds it while a task runs)."""
+    me = threading.current_thread()
     while True:
         task = tasks.get()
         if task is _STOP:
             return
-        task()
+        with lock:
+            busy.add(me)
+        try:
+            task()
+        finally:
+            with lock:
+                busy.discard(me)
 
 
 class Threads(Executor):
@@ -115,7 +139,7 @@ class Threads(Executor):
     The solver object is called as given from up to ``n`` threads at once (see the module docstring): same
     results as ``solver.solve(theta)``, instance errors with their index in the full batch. Device-native solvers
     and empty batches are solved in the caller. :meth:`close` (or leaving a ``with`` block) fails the calls
-    still in flight and returns at once, even while a solve is still running.
+    still in flight and returns without waiting for a solve still running (its idle threads are joined first).
 
     Copies: ``copy.deepcopy`` shares this pool; pickling gives an unstarted pool with the same settings.
 
@@ -199,8 +223,8 @@ class Threads(Executor):
         return self._launch(solver.solve_numpy, plan.parts, job, timeout).result()  # validates the chunks
 
     def close(self) -> None:
-        """Fail the calls still in flight and stop the threads; returns at once (a chunk still running finishes
-        in its daemon thread, its result dropped). Idempotent."""
+        """Fail the calls still in flight and stop the threads; waits for idle threads to exit, never for a
+        chunk still running (it finishes in its daemon thread, its result dropped). Idempotent."""
         self._finalizer.detach()
         self._state.shutdown()
 

@@ -162,3 +162,16 @@ def test_map_builds_the_spec_once_and_validates_chunks(thread_pool):
     bad[0][0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="costs must be finite"):
         thread_pool.map(spec, bad)
+
+
+def test_close_waits_until_idle_threads_have_exited():
+    """Idle threads are gone when close() returns: a daemon thread still unwinding at interpreter exit is stopped
+    mid-way through destroying its thread-local OR-Tools objects, which aborted the process ("terminate called
+    without an active exception", seen in CI after a Knapsack run under Threads(2))."""
+    ex = Threads(4)
+    ex.solve(ILP(A_ub=[[1.0, 1.0, 1.0]], b_ub=[2.0], backend="cpsat"), torch.randn(8, 3))
+    threads = list(ex._state.threads)
+    assert len(threads) == 4 and all(t.is_alive() for t in threads)
+    ex.close()
+    assert not any(t.is_alive() for t in threads)
+
