@@ -23,11 +23,13 @@ while this helper runs a model, iterates a loader and calls solvers (through an 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
+from ._validation import check_finite
 from .estimators.guards import Raise, Shift
 from .executors.base import Executor
 from .maximizer import Maximizer
@@ -58,6 +60,17 @@ def _unpack(batch: Any) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
         return batch[0], batch[1], batch[2] if len(batch) >= 3 else None
     raise ValueError("loader must yield (x, c), (x, c, w[, ...]) tuples or dicts with 'x', 'c' (and 'w'); "
                      f"got a {type(batch).__name__}")
+
+
+def _real(x: Any, name: str) -> torch.Tensor:
+    """``x`` as a finite floating tensor (integer and bool widened to float64); ``ValueError`` naming ``name``
+    for a complex or non-finite ``x``."""
+    t = torch.as_tensor(x)
+    if t.is_complex():
+        raise ValueError(f"{name} must have a real dtype; got {t.dtype}")
+    t = t if t.is_floating_point() else t.double()
+    check_finite(t, name)
+    return t
 
 
 def _guard_for(solver: Solver, pred: torch.Tensor, what: str):
@@ -93,6 +106,9 @@ def evaluate_regret(model: Callable[[Any], torch.Tensor], solver: Solver, loader
     Returns:
         :class:`RegretResult` ``(normalized, mean, count)``.
 
+    ``ValueError`` for non-finite or complex ``c`` or ``w``, an empty loader, objectives that overflow float64,
+    and ``sum_i |<c_i, y*_i>| = 0`` (the normalised regret is undefined there).
+
     Example::
 
         res = evaluate_regret(model, do.solvers.Knapsack(weights, capacity), test_loader)
@@ -107,9 +123,7 @@ def evaluate_regret(model: Callable[[Any], torch.Tensor], solver: Solver, loader
     try:
         for batch in loader:
             x, c, w = _unpack(batch)
-            c = torch.as_tensor(c)
-            if not c.is_floating_point():
-                c = c.double()
+            c = _real(c, "loader: c")
             pred = model(x)
             if not isinstance(pred, torch.Tensor) or pred.shape != c.shape:
                 got = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
@@ -122,7 +136,7 @@ def evaluate_regret(model: Callable[[Any], torch.Tensor], solver: Solver, loader
             if w is None:
                 y_opt = Maximizer(solver, executor, _guard_for(solver, c64, "the true costs c"))(sign * c64)
             else:
-                y_opt = torch.as_tensor(w).to(device=pred.device, dtype=torch.float64)
+                y_opt = _real(w, "loader: w").to(device=pred.device, dtype=torch.float64)
                 if y_opt.shape != c.shape:
                     raise ValueError(f"loader: w must be shaped like c {tuple(c.shape)}; got {tuple(y_opt.shape)}")
             opt = (c64 * y_opt).flatten(1).sum(1)  # [B]
@@ -136,5 +150,11 @@ def evaluate_regret(model: Callable[[Any], torch.Tensor], solver: Solver, loader
             model.train()
     if count == 0:
         raise ValueError("loader yielded no instances")
-    normalized = total_regret / total_opt if total_opt > 0 else float("nan")
-    return RegretResult(normalized=normalized, mean=total_regret / count, count=count)
+    if not (math.isfinite(total_regret) and math.isfinite(total_opt)):
+        raise ValueError(f"the objectives <c_i, y_i> overflow float64 (summed regret {total_regret}, summed "
+                         f"|optimal objective| {total_opt}); rescale the true costs c")
+    if total_opt == 0:
+        raise ValueError(f"sum_i |<c_i, y*_i>| = 0 over the {count} instances (every optimal objective is 0), so the "
+                         "normalised regret is undefined; RegretResult.mean would be "
+                         f"{total_regret / count:.6g}")
+    return RegretResult(normalized=total_regret / total_opt, mean=total_regret / count, count=count)

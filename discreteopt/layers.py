@@ -47,7 +47,15 @@ import torch
 
 from . import _ops
 from ._validation import check_finite
-from .estimators.base import Estimator
+from .estimators.base import (
+    Estimator,
+    all_finite,
+    describe_nonfinite,
+    dtype_range,
+    ldexp_rows,
+    max_abs,
+    row_exponents,
+)
 from .estimators.guards import Guard
 from .executors.base import Executor
 from .maximizer import Maximizer, SolverStats, validate_input
@@ -64,12 +72,14 @@ class _Call:
     ``torch.func`` the autograd function starts it; under ``torch.compile`` the custom operator does.
     """
 
-    __slots__ = ("layer", "samples", "map", "dtype", "theta_max", "state", "future", "est_ctx", "s", "rows")
+    __slots__ = ("layer", "samples", "map", "dtype", "theta_max", "state", "future", "est_ctx", "s", "rows",
+                 "thetas")
 
     def __init__(self, layer: DiscreteLayer, samples: bool, map_mode: bool = False):
         self.layer, self.samples, self.map = layer, samples, map_mode
         self.future: Future | None = None
         self.est_ctx: Any = None
+        self.thetas: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ forward
     def start(self, theta: torch.Tensor) -> Future:
@@ -85,13 +95,22 @@ class _Call:
             with layer.maximizer.unperturbed():  # MAP: the guard never clamps (Auto) -- like solver.solve
                 self.future = layer.maximizer.submit(theta_max)
         else:
+            layer.estimator.check_dtype(theta_max.dtype)  # hyperparameters that cannot work in this dtype
             thetas, self.state = layer.estimator.plan(theta_max, layer.generator_for(theta_max.device))  # [N, *E]
+            self.thetas = thetas  # (only for the message of a perturbation that overflows)
             self.future = layer.maximizer.submit(thetas)
         return self.future
 
     def finish(self) -> torch.Tensor:
         """``y [B, *Y]`` (mean over samples) or ``[B, S, *Y]`` in the input's dtype."""
-        ys = self.future.result()  # [N, *Y]
+        thetas, self.thetas = self.thetas, None
+        try:
+            ys = self.future.result()  # [N, *Y]
+        except ValueError as err:  # the solver refused: a clearer message when the perturbation overflowed
+            overflow = None if thetas is None else perturbation_overflow(self.layer, thetas, self.theta_max)
+            if overflow is None:
+                raise
+            raise overflow from err
         if self.map:
             y = ys if ys.dtype == self.dtype else ys.to(self.dtype)  # [B, *Y]
             return y.unsqueeze(1) if self.samples else y  # [B, 1, *Y]
@@ -121,16 +140,73 @@ class _Call:
             self.warn_nonfinite(bad)
         if grad_out.dtype != self.theta_max.dtype:
             grad_out = grad_out.to(self.theta_max.dtype)
-        if self.samples:
-            grad_y = grad_out * self.s  # [B, S, *Y]
-        else:  # every sample sees the full dL/dy (see estimators.base)
-            grad_y = grad_out.unsqueeze(1).expand(grad_out.shape[0], self.s, *grad_out.shape[1:])  # [B, S, *Y]
-        grad = layer.estimator.backward(layer.maximizer.backward_fn(), self.theta_max, self.est_ctx, grad_y)
+        grad_y = self.per_sample(grad_out)  # [B, S, *Y]
+        maximize = self.checked(layer.maximizer.backward_fn(), grad_y)
+        grad = layer.estimator.backward(maximize, self.theta_max, self.est_ctx, grad_y)
+        if not all_finite(grad):  # one check (one reduction off the CPU); rare path below
+            grad = self.nonfinite_estimate(grad, grad_out, bad, maximize)
         if grad.dtype != self.dtype:
             grad = grad.to(self.dtype)
         if bad is not None:
             grad = grad.masked_fill(bad.reshape(-1, *([1] * (grad.ndim - 1))), float("nan"))
         return -grad if layer.solver.sense == "min" else grad  # [B, *E]
+
+    def per_sample(self, grad_out: torch.Tensor) -> torch.Tensor:
+        """``dL/dy`` -> the per-sample gradients ``grad_y [B, S, *Y]`` the estimator sees (see estimators.base)."""
+        if self.samples:
+            return grad_out * self.s  # [B, S, *Y]
+        return grad_out.unsqueeze(1).expand(grad_out.shape[0], self.s, *grad_out.shape[1:])  # [B, S, *Y]
+
+    def checked(self, maximize: Callable[[torch.Tensor], torch.Tensor],
+                grad_y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``maximize`` for the estimator's backward: when the solver refuses non-finite arguments (a step times
+        ``dL/dy`` that overflows, e.g. I-MLE's ``theta - lam * dL/dy``), a ``ValueError`` that says so."""
+        def solve(t: torch.Tensor) -> torch.Tensor:
+            try:
+                return maximize(t)
+            except ValueError as err:
+                if all_finite(t):
+                    raise
+                dt = str(t.dtype).replace("torch.", "")
+                raise ValueError(
+                    f"lam * dL/dy overflows {dt} in the backward of {self.owner()}: the arguments it sends to the "
+                    f"solver (e.g. I-MLE's target theta - lam * dL/dy) have {describe_nonfinite(t)}, with "
+                    f"{self.layer.estimator!r}, max |dL/dy| = {max_abs(grad_y):.4g} and max |theta| = "
+                    f"{max_abs(self.theta_max):.4g}. Expected lam * max |dL/dy| + max |theta| below "
+                    f"{dtype_range(t.dtype)[1]:.4g}: use a smaller lam, scale the loss down, or compute in "
+                    "float64") from err
+        return solve
+
+    def nonfinite_estimate(self, grad: torch.Tensor, grad_out: torch.Tensor, bad: torch.Tensor | None,
+                           maximize: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """An estimate ``grad [B, *E]`` with NaN/inf entries although ``theta`` and ``dL/dy`` are finite (rows in
+        ``bad`` excepted: they become NaN anyway). Linear estimators (``linear_backward``) are recomputed exactly on
+        ``dL/dy`` scaled by a power of two per instance (per-sample terms such as ``<dL/dy, y_s> / scale`` may
+        overflow where their mean does not); what stays non-finite raises ``ValueError`` naming the estimator."""
+        est = self.layer.estimator
+
+        def finite(g: torch.Tensor) -> bool:
+            return all_finite(g if bad is None else g.masked_fill(bad.reshape(-1, *([1] * (g.ndim - 1))), 0.0))
+
+        if finite(grad):
+            return grad
+        if est.linear_backward:
+            e = row_exponents(grad_out)  # [B]
+            unit = self.per_sample(ldexp_rows(grad_out, -e))  # [B, S, *Y], |.| <= S
+            grad = ldexp_rows(est.backward(maximize, self.theta_max, self.est_ctx, unit), e)  # [B, *E]
+            if finite(grad):
+                return grad
+        dt = str(grad.dtype).replace("torch.", "")
+        theta = self.theta_max
+        lo = float(theta.detach().abs().min()) if theta.numel() else 0.0
+        raise ValueError(
+            f"dL/dtheta of {self.owner()} is not finite ({describe_nonfinite(grad)}) although theta and dL/dy are "
+            f"(max |dL/dy| = {max_abs(grad_out):.4g}; |theta| in [{lo:.4g}, {max_abs(theta):.4g}]; computed in "
+            f"{dt}): the estimate of {est!r} leaves the float range"
+            + (" (its exact value overflows: recomputed on dL/dy scaled down, it still does)"
+               if est.linear_backward else "")
+            + f". Expected an estimate within {dt}: scale the loss down, use milder hyperparameters (the estimate "
+            "divides by lam or scale; a multiplicative perturbation divides by theta), or compute in float64")
 
     def warn_nonfinite(self, bad: torch.Tensor) -> None:
         """One ``RuntimeWarning`` per layer the first time ``dL/dy`` holds NaN/inf (eager calls only)."""
@@ -367,7 +443,15 @@ class DiscreteLayer(_ops.Native):
       ``ScoreFunction`` (Monte-Carlo Jacobians at fixed noise) have a backward that is piecewise constant in
       ``theta``: a double backward raises ``RuntimeError`` naming the layer and the estimator instead of returning
       a silent zero. The first-order gradient with ``create_graph=True`` is unaffected.
-    * A NaN or inf in the incoming gradient ``dL/dy`` raises ``ValueError`` saying so (not "theta must be finite").
+    * **non-finite values** -- instances whose incoming gradient ``dL/dy`` holds NaN/inf get a NaN ``dL/dtheta``
+      (one ``RuntimeWarning`` per layer; the other instances are computed), as torch ops propagate NaN. From a
+      finite ``theta`` and ``dL/dy`` the layer never returns NaN: hyperparameters that cannot work in the compute
+      dtype (:meth:`Estimator.check_dtype <discreteopt.estimators.base.Estimator.check_dtype>`, e.g. ``lam`` or
+      ``scale`` beyond float32's range), a perturbation or an I-MLE step that overflows, and an estimate that
+      leaves the float range raise ``ValueError`` naming the estimator and its hyperparameters. Linear estimators
+      (``PerturbedOptimizer``, ``ScoreFunction``) whose per-sample terms overflow are recomputed exactly on
+      ``dL/dy`` scaled by a power of two. Half-precision inputs are checked in float32: a gradient beyond
+      float16's range comes back as ``inf`` (what ``GradScaler`` expects).
 
     Example::
 
@@ -554,7 +638,9 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
         reduction: ``"mean"`` (default) or ``"sum"`` over instances, or ``"none"`` (``[B]``).
 
     Returns a scalar (``[B]`` for ``"none"``) whose value is the mean loss and whose gradient w.r.t. ``theta`` is
-    the estimate above. Eager only: under ``torch.func`` transforms or ``torch.compile`` it raises ``ValueError``
+    the estimate above. Finite for finite inputs whose exact results fit ``theta``'s dtype (``theta`` near the float
+    maximum, huge losses: computed on terms scaled by powers of two); ``ValueError`` when ``scale`` does not fit the
+    dtype, ``loss_fn``'s values do not fit it, or the estimate itself overflows it. Eager only: under ``torch.func`` transforms or ``torch.compile`` it raises ``ValueError``
     (``loss_fn`` runs outside autograd on the sampled solutions).
 
     Example::
@@ -579,8 +665,16 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
                          "outside autograd): call it outside torch.func transforms and torch.compile")
     theta_max = layer.to_max(theta)
     detached = layer._theta_max(theta)
+    est.check_dtype(detached.dtype)
     thetas, z = est.plan(detached, layer.generator_for(theta.device))  # [N, *E]
-    y, ctx = est.finish(detached, layer.maximizer(thetas), z)  # [B, S, *Y]
+    try:
+        ys = layer.maximizer(thetas)  # [N, *Y]
+    except ValueError as err:
+        overflow = perturbation_overflow(layer, thetas, detached)
+        if overflow is None:
+            raise
+        raise overflow from err
+    y, ctx = est.finish(detached, ys, z)  # [B, S, *Y]
     with torch.no_grad():
         losses = _per_sample_losses(loss_fn, y)
         map_losses = None
@@ -588,6 +682,20 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
             map_losses = _per_sample_losses(loss_fn, ctx.y_map.unsqueeze(1).expand_as(y))  # [B, S]
     value = est.surrogate(theta_max.to(detached.dtype), z, losses, map_losses, reduction)
     return value.to(theta.dtype)
+
+
+def perturbation_overflow(layer: DiscreteLayer, thetas: torch.Tensor, theta: torch.Tensor) -> ValueError | None:
+    """The error for a solver that refused the perturbed arguments ``thetas [N, *E]`` of ``layer`` because they
+    overflowed (``theta [B, *E]`` the unperturbed ones), or ``None`` when ``thetas`` is finite (another cause)."""
+    if all_finite(thetas):
+        return None
+    dt = str(thetas.dtype).replace("torch.", "")
+    return ValueError(
+        f"the perturbation of {type(layer.estimator).__name__} overflows {dt}: theta (max |theta| = "
+        f"{max_abs(theta):.4g}) perturbed by {layer.estimator!r} gives {describe_nonfinite(thetas)} in the "
+        f"solver's arguments. Expected max |theta| plus the perturbation (scale * eps; multiplicative: "
+        f"theta * exp(scale * eps)) below {dtype_range(thetas.dtype)[1]:.4g}: use a smaller scale, rescale theta, "
+        "or compute in float64")
 
 
 def _per_sample_losses(loss_fn: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from .._validation import check_positive
-from .base import check_bool, mean_samples
+from .base import check_bool, check_in_dtype, check_step, mean_samples
 from .imle import IMLE, TargetDistribution
 
 
@@ -81,7 +81,7 @@ class AIMLE(IMLE):
                  eta: float = 0.1, momentum: float = 0.1, two_sided: bool = False, relative: bool = False,
                  lam_min: float = 1e-3, lam_max: float = 1e3, divide_by_lam: bool = True,
                  target_distribution: TargetDistribution | None = None, scale: float = 1.0):
-        check_positive(initial_lam, "initial_lam")
+        check_step(initial_lam, "initial_lam")
         if target_distribution is not None and not isinstance(target_distribution, TargetDistribution):
             raise ValueError(f"target_distribution must be a TargetDistribution or None; "
                              f"got {type(target_distribution).__name__}")
@@ -92,8 +92,8 @@ class AIMLE(IMLE):
         if isinstance(momentum, bool) or not (isinstance(momentum, (int, float)) and 0 < momentum <= 1):
             raise ValueError(f"momentum must be in (0, 1]; got {momentum!r}")
         self.momentum = float(momentum)
-        self.lam_min = check_positive(lam_min, "lam_min")
-        self.lam_max = check_positive(lam_max, "lam_max")
+        self.lam_min = check_step(lam_min, "lam_min")
+        self.lam_max = check_step(lam_max, "lam_max")
         if self.lam_min > self.lam_max:
             raise ValueError(f"lam_min must be <= lam_max; got lam_min={lam_min}, lam_max={lam_max}")
         if not self.lam_min <= self.lam <= self.lam_max:
@@ -102,6 +102,14 @@ class AIMLE(IMLE):
         self.relative = check_bool(relative, "relative")
         self.running_nonzero: float | None = None
         self._lam_history: deque[float] = deque(maxlen=10_000)
+
+    def check_dtype(self, dtype):
+        """As :meth:`IMLE.check_dtype`, for the whole range ``[lam_min, lam_max]`` the adapted ``lam`` may take (an
+        unusable bound is reported at the first forward, not in the middle of training)."""
+        super().check_dtype(dtype)
+        for name in ("lam_min", "lam_max"):
+            check_in_dtype(getattr(self, name), name, dtype, self, "the adapted step lam may reach it, and the "
+                           "target theta - lam * dL/dy and the division by lam leave the float range there")
 
     def step_size(self, theta, grad_y):
         if not self.relative:
@@ -134,7 +142,8 @@ class AIMLE(IMLE):
         m = nonzero if self.running_nonzero is None else \
             (1 - self.momentum) * self.running_nonzero + self.momentum * nonzero
         self.running_nonzero = m
-        factor = math.exp(self.eta * (self.target_nonzero - m) / self.target_nonzero)
+        # (a large eta: exp would raise OverflowError; lam * inf is clipped to lam_max below)
+        factor = math.exp(min(self.eta * (self.target_nonzero - m) / self.target_nonzero, 709.0))
         self.lam = min(max(self.lam * factor, self.lam_min), self.lam_max)
         self._lam_history.append(self.lam)
 
@@ -149,7 +158,7 @@ class AIMLE(IMLE):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if set(state) != {"lam", "running_nonzero"}:
             raise ValueError(f"AIMLE state must have keys ['lam', 'running_nonzero']; got {sorted(state)}")
-        self.lam = check_positive(state["lam"], "lam")
+        self.lam = check_step(state["lam"], "lam")
         rn = state["running_nonzero"]
         self.running_nonzero = None if rn is None else float(rn)
 

@@ -13,7 +13,10 @@ batch, synchronously or asynchronously (:meth:`DiscreteLayer.forward_async`):
 3. :meth:`Estimator.finish` ``(theta, ys, state) -> (y [B, S, *Y], ctx)``.
 
 :meth:`Estimator.backward` ``(maximize, theta, ctx, grad_y [B, S, *Y]) -> grad_theta [B, *E]`` may call
-``maximize`` again -- once, on one ``[N, *E]`` batch. Mutable training state (AIMLE's ``lam``) goes through
+``maximize`` again -- once, on one ``[N, *E]`` batch. :meth:`Estimator.check_dtype` refuses (``ValueError``)
+hyperparameters that cannot work in the compute dtype before any noise is drawn (:func:`check_step` and
+:func:`check_in_dtype` are the building blocks); :attr:`Estimator.linear_backward` lets the layer recompute an
+overflowing estimate exactly on ``dL/dy`` scaled by a power of two. Mutable training state (AIMLE's ``lam``) goes through
 :meth:`Estimator.state_dict` / :meth:`Estimator.load_state_dict`, which the layer's ``state_dict`` includes.
 
 Gradient convention: ``grad_y[:, s]`` is the loss gradient *seen by sample s* and the result is the
@@ -27,12 +30,15 @@ order and keep the meaning of finite-difference step sizes such as I-MLE's ``lam
 from __future__ import annotations
 
 import abc
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
+from .. import _ops
 from .._validation import check_int_in_range, check_positive
 
 Maximize = Callable[[torch.Tensor], torch.Tensor]
@@ -45,6 +51,10 @@ class Estimator(abc.ABC):
     samples: int = 1
     #: True when ``y`` must have the same shape as ``theta`` (finite-difference / score estimators)
     needs_same_shape: bool = True
+    #: True when :meth:`backward` is linear in ``grad_y`` (it keeps no state and its solver calls, if any, do not
+    #: depend on ``grad_y``): when its estimate overflows, the layer recomputes it exactly on ``grad_y`` scaled by
+    #: a power of two per instance (``PerturbedOptimizer``, ``ScoreFunction``)
+    linear_backward: bool = False
 
     @abc.abstractmethod
     def plan(self, theta: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, Any]:
@@ -61,8 +71,15 @@ class Estimator(abc.ABC):
     def forward(self, maximize: Maximize, theta: torch.Tensor,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
         """Plan, solve in one call and finish: ``(y [B, S, *Y], ctx)``."""
+        self.check_dtype(theta.dtype)
         thetas, state = self.plan(theta, generator)
         return self.finish(theta, maximize(thetas), state)
+
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        """``ValueError`` when a hyperparameter cannot work in the compute ``dtype`` (e.g. a noise ``scale`` beyond
+        ``float32``'s range). Called by the layer before every training forward (cheap: Python floats only);
+        the default checks nothing."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Mutable training state (e.g. AIMLE's adapted ``lam``); saved with the layer's ``state_dict``."""
@@ -95,8 +112,8 @@ def resolve_scale(scale: float | None, sigma: float | None, stacklevel: int = 3)
                              f"sigma={sigma!r}")
         warnings.warn("sigma= is deprecated: the noise scale is called scale= everywhere in discreteopt",
                       DeprecationWarning, stacklevel=stacklevel)
-        return check_positive(sigma, "sigma")
-    return 1.0 if scale is None else check_positive(scale, "scale")
+        return check_step(sigma, "sigma")
+    return 1.0 if scale is None else check_step(scale, "scale")
 
 
 def check_scale_once(scale: float, noise) -> None:
@@ -105,6 +122,87 @@ def check_scale_once(scale: float, noise) -> None:
     if noise is not None and scale != 1.0 and getattr(noise, "scale", 1.0) != 1.0:
         raise ValueError(f"scale is given twice: scale={scale} and noise={noise!r} with its own scale "
                          f"{noise.scale}; the perturbation is scale * eps, eps ~ noise: set one of them to 1")
+
+
+def check_step(value: float, name: str) -> float:
+    """A step or scale (I-MLE's ``lam``, a noise ``scale``): positive, finite and a normal ``float64`` number
+    (``>= 2.2e-308``), so that ``1 / value`` is finite in the widest compute dtype (``lam = 5e-324`` makes the
+    division by ``lam`` infinite, whatever the dtype). Returns ``float(value)``; ``ValueError`` naming ``name``."""
+    value = check_positive(value, name)
+    if value < sys.float_info.min:
+        raise ValueError(f"{name} must be at least {sys.float_info.min:.4g} (the smallest normal float64: the "
+                         f"estimate divides by {name}, and 1 / {name} overflows below it); got {value!r}")
+    return value
+
+
+_RANGES: dict[torch.dtype, tuple[float, float]] = {}
+
+
+def dtype_range(dtype: torch.dtype) -> tuple[float, float]:
+    """``(smallest normal, largest finite)`` of a floating ``dtype`` (cached)."""
+    r = _RANGES.get(dtype)
+    if r is None:
+        info = torch.finfo(dtype)
+        r = _RANGES[dtype] = (float(info.tiny), float(info.max))
+    return r
+
+
+def check_in_dtype(value: float, name: str, dtype: torch.dtype, owner: object, role: str) -> None:
+    """``ValueError`` unless ``value`` is a normal number of ``dtype`` (``[finfo.tiny, finfo.max]``): ``role`` says
+    what overflows or underflows otherwise, ``owner`` (an estimator or loss) is named with its hyperparameters."""
+    tiny, big = dtype_range(dtype)
+    if not tiny <= value <= big:
+        dt = str(dtype).replace("torch.", "")
+        raise ValueError(f"{name}={value:.4g} does not fit {dt}, in which {owner!r} computes here: {role}. Expected "
+                         f"{name} in [{tiny:.4g}, {big:.4g}] (the normal range of {dt}), or compute in float64")
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when every entry of ``x`` is finite. CPU: numpy's vectorised test on the zero-copy view (microseconds);
+    other devices: one reduction (a finite sum proves every entry finite), the full test only when it is not."""
+    if _ops.transformed(x):  # the values of every vmapped element, under the functorch wrappers
+        with torch._C._DisableFuncTorch():
+            return bool(torch.isfinite(_ops.plain(x).detach()).all())
+    x = x.detach()
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64, torch.float16) \
+            and not (x.is_neg() or x.is_conj()):
+        return bool(np.isfinite(x.numpy()).all())
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def row_exponents(*xs: torch.Tensor) -> torch.Tensor:
+    """Per instance (dim 0) the binary exponent ``e`` with ``max |x| < 2**e`` over all ``xs`` (0 for all-zero rows):
+    ``ldexp_rows(x, -e)`` brings every entry below 1 exactly (power-of-two scaling; only entries ``2**1074`` times
+    smaller than the row's largest underflow). ``[B]`` int64."""
+    top = torch.stack([x.detach().abs().flatten(1).amax(1) for x in xs]).amax(0)  # [B]
+    return torch.frexp(top)[1].to(torch.int64)
+
+
+def ldexp_rows(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``x * 2**e`` with ``e [B]`` per instance (dim 0), exact up to overflow/underflow of the result; applied in
+    two halves so that ``2**e`` itself never overflows (``e`` up to ~2100 when two exponents are added)."""
+    e = e.reshape(-1, *([1] * (x.ndim - 1)))
+    half = torch.div(e, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(x, half), e - half).to(x.dtype)
+
+
+def safe_inner(a: torch.Tensor, b: torch.Tensor, event_ndim: int) -> torch.Tensor:
+    """``<a, b>`` over the trailing ``event_ndim`` dims of ``[B, ...]`` tensors without intermediate overflow: each
+    factor is scaled by a power of two per instance, so the partial sums stay finite and the result is
+    ``+-inf`` only when the exact value itself leaves the float range (never ``inf - inf = NaN``). ``[B, ...]``."""
+    ea, eb = row_exponents(a), row_exponents(b)
+    return ldexp_rows(inner(ldexp_rows(a, -ea), ldexp_rows(b, -eb), event_ndim), ea + eb)
+
+
+def describe_nonfinite(x: torch.Tensor) -> str:
+    """``"3 NaN and 1 inf entries"`` (for error messages; reads the values)."""
+    x = x.detach()
+    return f"{int(torch.isnan(x).sum())} NaN and {int(torch.isinf(x).sum())} inf entries"
+
+
+def max_abs(x: torch.Tensor) -> float:
+    """``max |x|`` as a Python float (0 for an empty tensor; for error messages)."""
+    return float(x.detach().abs().max()) if x.numel() else 0.0
 
 
 def check_samples(samples: int) -> int:

@@ -47,9 +47,11 @@ from ..noise.base import Noise
 from .base import (
     Estimator,
     check_bool,
+    check_in_dtype,
     check_noise,
     check_samples,
     check_scale_once,
+    check_step,
     mean_samples,
     resolve_noise,
     sample_noise,
@@ -107,14 +109,17 @@ class IMLE(Estimator):
     """Implicit MLE: perturb-and-MAP forward, finite difference towards a target distribution backward.
 
     Args:
-        lam: finite-difference step ``> 0`` (default 10; module docstring says how to choose it).
+        lam: finite-difference step ``> 0`` (default 10; module docstring says how to choose it); a normal float64
+            number, and in training a normal number of the compute dtype (``ValueError`` otherwise: ``1 / lam`` or
+            ``lam * dL/dy`` would leave the float range).
         samples: ``S >= 1`` perturbed solutions per instance (default 1).
         noise: ``"gumbel"`` (default), ``"normal"``, a :class:`~discreteopt.noise.Noise` (e.g.
             ``SumOfGamma(k)`` for k-subsets) or ``None`` (deterministic, ``eps = 0``).
         target: the :class:`TargetDistribution` (default ``alpha = beta = 1``).
         divide_by_lam: divide the difference by ``lam`` (default; ``False`` is torch-imle's convention).
         scale: noise scale ``> 0`` (default 1): the perturbation is ``scale * eps``, ``eps ~ noise``; with a noise
-            whose own ``scale`` differs from 1, ``scale`` must be 1. Needs a noise when ``!= 1``.
+            whose own ``scale`` differs from 1, ``scale`` must be 1. Needs a noise when ``!= 1``. Same range as
+            ``lam`` (in float32, ``[1.2e-38, 3.4e38]``).
 
     Shapes: ``theta [B, *E]`` -> ``y [B, S, *Y]`` (the layer returns the mean ``[B, *Y]``); backward
     ``grad_y [B, S, *Y] -> grad_theta [B, *E]``.
@@ -133,10 +138,10 @@ class IMLE(Estimator):
 
     def __init__(self, lam: float = 10.0, samples: int = 1, noise: Noise | None | str = "gumbel",
                  target: TargetDistribution | None = None, divide_by_lam: bool = True, scale: float = 1.0):
-        self.lam = check_positive(lam, "lam")
+        self.lam = check_step(lam, "lam")
         self.samples = check_samples(samples)
         self.noise = resolve_noise(noise)
-        self.scale = check_positive(scale, "scale")
+        self.scale = check_step(scale, "scale")
         if self.noise is not None:
             check_noise(self.noise, self.samples)
             check_scale_once(self.scale, self.noise)
@@ -147,6 +152,17 @@ class IMLE(Estimator):
         if not isinstance(self.target, TargetDistribution):
             raise ValueError(f"target must be a TargetDistribution; got {type(target).__name__}")
         self.divide_by_lam = check_bool(divide_by_lam, "divide_by_lam")
+
+    def check_dtype(self, dtype):
+        """``lam`` and the effective noise scale must be normal numbers of the compute ``dtype``."""
+        check_in_dtype(self.lam, "lam", dtype, self, "the target theta - lam * dL/dy and the division by lam "
+                       "leave the float range")
+        if self.target.beta != 1.0:
+            check_in_dtype(self.target.beta * self.lam, "beta * lam", dtype, self, "the target's step "
+                           "beta * lam * dL/dy leaves the float range")
+        if self.noise is not None:
+            check_in_dtype(self.scale * self.noise.scale, "scale", dtype, self,
+                           "the perturbation scale * eps overflows or vanishes")
 
     # ------------------------------------------------------------------ forward
     def plan(self, theta, generator):

@@ -24,8 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from .._validation import check_positive
-from .base import Estimator
+from .base import Estimator, check_in_dtype, check_step
 
 
 class _Ctx(NamedTuple):
@@ -56,7 +55,12 @@ class Interpolation(Estimator):
     samples = 1
 
     def __init__(self, lam: float = 20.0):
-        self.lam = check_positive(lam, "lam")
+        self.lam = check_step(lam, "lam")
+
+    def check_dtype(self, dtype):
+        """``lam`` must be a normal number of the compute ``dtype`` (the target and the division by ``lam``)."""
+        check_in_dtype(self.lam, "lam", dtype, self, "the target w + lam * dL/dy and the division by lam leave the "
+                       "float range")
 
     def plan(self, theta, generator):
         return theta, None  # [B, *E]

@@ -24,6 +24,13 @@ forward (``+B`` with :class:`~discreteopt.estimators.baselines.MAPBaseline`), no
 The estimate is exact in expectation for ``y_s`` computed with the *guarded* solver: a clamp that
 alters perturbed costs changes the smoothed map (the default guard says so when it happens).
 
+Extreme values: the effective scale must be a normal number of the compute dtype (the estimate divides by it;
+:meth:`PerturbedOptimizer.check_dtype`), and at most :func:`max_multiplicative_scale` for a multiplicative
+perturbation. The backward is linear in ``dL/dy`` (:attr:`~discreteopt.estimators.base.Estimator.linear_backward`):
+when a per-sample term ``<dL/dy, y_s>`` overflows although the mean does not (``dL/dy`` near the float maximum),
+the layer recomputes the estimate on ``dL/dy`` scaled by a power of two per instance -- exactly; an estimate whose
+exact value leaves the float range (a tiny ``scale``; multiplicative with ``theta`` near 0) raises ``ValueError``.
+
 How to choose ``scale`` and ``samples``: ``scale`` is a smoothing width in the units of ``theta``. Too small and
 almost every sample returns the same solution, so the gradient is rarely non-zero and noisy (it divides by
 ``scale``); too large and ``y_s`` is a blur that ignores ``theta``. Start with ``scale`` about the gap between the
@@ -36,6 +43,8 @@ Multiplicative noise: ``scale`` is a relative width; 0.2-0.5 on the Warcraft cos
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import NamedTuple
 
 import torch
@@ -43,16 +52,27 @@ import torch
 from .base import (
     Estimator,
     check_bool,
+    check_in_dtype,
     check_noise,
     check_samples,
     check_scale_once,
+    dtype_range,
     inner,
     resolve_noise,
     resolve_scale,
     sample_noise,
     unflatten,
 )
-from .baselines import Baseline
+from .baselines import Baseline, LeaveOneOut, MAPBaseline
+
+
+def max_multiplicative_scale(dtype: torch.dtype | None = None) -> float:
+    """Largest effective ``scale`` of a multiplicative perturbation in ``dtype`` (``None``: float64):
+    ``sqrt(2 log(finfo.max))`` (37.7 in float64, 13.3 in float32). Beyond it the factor
+    ``exp(scale eps - scale^2 / 2)`` of a typical ``eps`` underflows to 0 (``scale^2 / 2`` itself overflows a
+    Python float from ``scale ~ 1.3e154``), so every perturbed ``theta`` would be 0 or overflow."""
+    big = sys.float_info.max if dtype is None else dtype_range(dtype)[1]
+    return math.sqrt(2.0 * math.log(big))
 
 
 class _Ctx(NamedTuple):
@@ -68,6 +88,9 @@ class PerturbedOptimizer(Estimator):
     Args:
         scale: noise scale ``> 0`` (default 1.0): the perturbation is ``scale * eps`` with ``eps ~ noise``
             (multiplicative: ``theta * exp(scale * eps - sigma^2 / 2)``). See the module docstring for how to set it.
+            The effective scale must be a normal number of the compute dtype (``[1.2e-38, 3.4e38]`` in float32;
+            the estimate divides by it) and, multiplicative, at most :func:`max_multiplicative_scale` (37.7 in
+            float64, 13.3 in float32); ``ValueError`` otherwise.
         samples: number ``S >= 1`` of perturbed solutions per instance (default 10).
         noise: ``"normal"`` (default), ``"gumbel"`` or a :class:`~discreteopt.noise.Noise` with a tractable score
             (``Normal``, ``Gumbel``, ``Logistic``, ``Antithetic(Normal())``). Its own ``scale`` must be 1 when
@@ -108,6 +131,27 @@ class PerturbedOptimizer(Estimator):
             raise ValueError(f"samples must be >= {baseline.min_samples} for {baseline!r}; got {samples}")
         self.baseline = baseline
         self.multiplicative = check_bool(multiplicative, "multiplicative")
+        if self.multiplicative and self.effective_scale > max_multiplicative_scale():
+            raise ValueError(f"scale must be at most {max_multiplicative_scale():.4g} for a multiplicative "
+                             "perturbation (the factor exp(scale * eps - scale**2 / 2) underflows to 0 beyond it "
+                             f"in float64); got scale={self.effective_scale!r}")
+
+    @property
+    def linear_backward(self) -> bool:  # type: ignore[override]
+        """The backward is linear in ``dL/dy`` for no baseline and the (linear) built-in baselines."""
+        return self.baseline is None or type(self.baseline) in (LeaveOneOut, MAPBaseline)
+
+    def check_dtype(self, dtype):
+        """The effective scale must be a normal number of ``dtype`` (multiplicative: at most
+        :func:`max_multiplicative_scale`)."""
+        sigma = self.effective_scale
+        check_in_dtype(sigma, "scale", dtype, self, "the perturbation scale * eps and the division of the "
+                       "estimate by scale leave the float range")
+        if self.multiplicative and sigma > max_multiplicative_scale(dtype):
+            dt = str(dtype).replace("torch.", "")
+            raise ValueError(f"scale={sigma:.4g} is too large for a multiplicative perturbation in {dt} "
+                             f"({self!r}): the factor exp(scale * eps - scale**2 / 2) underflows to 0; expected "
+                             f"scale <= {max_multiplicative_scale(dtype):.4g}, or compute in float64")
 
     @property
     def sigma(self) -> float:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from .base import resolve_scale
+from .base import all_finite, describe_nonfinite, ldexp_rows, resolve_scale, row_exponents
 from .baselines import Baseline, LeaveOneOut
 from .perturbed import PerturbedOptimizer
 
@@ -74,18 +74,36 @@ class ScoreFunction(PerturbedOptimizer):
 
         ``theta [B, *E]`` (max convention, with autograd graph), ``z [B, S, *E]`` the noise used,
         ``losses [B, S]`` the per-sample losses (treated as constants).
+
+        Overflow-safe: the losses of each instance are scaled by a power of two before the baseline and the score
+        average (exact), and the gradient enters as ``<coef, theta - theta.detach()>`` (exactly 0 in value, never
+        ``inf - inf`` for ``theta`` near the float max). ``ValueError`` when the losses do not fit ``theta``'s
+        dtype or the estimate itself overflows it.
         """
         b, s = z.shape[:2]
         if losses.shape != (b, s):
             raise ValueError(f"loss_fn must return per-sample losses of shape [B, S] = {(b, s)}; "
                              f"got {tuple(losses.shape)}")
-        losses = losses.detach().to(theta.dtype)
-        centred = losses
+        dtype = theta.dtype
+        losses = losses.detach().to(dtype)
+        map_losses = None if map_losses is None else map_losses.detach().to(dtype)
+        if not all_finite(losses) or (map_losses is not None and not all_finite(map_losses)):
+            raise ValueError(f"loss_fn(y) overflows {str(dtype).replace('torch.', '')}, the dtype theta is "
+                             f"computed in: its values must fit it; got {describe_nonfinite(losses)} after the cast")
+        e = row_exponents(losses) if map_losses is None else row_exponents(losses, map_losses)  # [B]
+        unit = ldexp_rows(losses, -e)  # [B, S], |.| < 1
+        centred = unit
         if self.baseline is not None:
-            centred = losses - self.baseline(losses, None if map_losses is None else map_losses.detach())
-        coef = self.score_average(centred, z, theta.detach())  # [B, *E]
-        linear = (coef * theta).flatten(1).sum(1)  # [B], gradient coef
-        per_instance = losses.mean(1) + linear - linear.detach()  # value: mean loss
+            centred = unit - self.baseline(unit, None if map_losses is None else ldexp_rows(map_losses, -e))
+        coef = ldexp_rows(self.score_average(centred, z, theta.detach()), e)  # [B, *E]
+        if not all_finite(coef):
+            raise ValueError(f"the score-function gradient of {self!r} overflows {str(dtype).replace('torch.', '')} "
+                             f"({describe_nonfinite(coef)}; max |loss| = {float(losses.abs().max()):.4g}): it "
+                             "divides the losses by scale; expected smaller losses, a larger scale, or float64")
+        mean = losses.mean(1)  # [B]
+        if not all_finite(mean):  # the sum overflows: the mean of the scaled losses, scaled back (exact)
+            mean = ldexp_rows(unit.mean(1), e)
+        per_instance = mean + (coef * (theta - theta.detach())).flatten(1).sum(1)  # value: mean loss; grad: coef
         if reduction == "none":
             return per_instance
         if reduction == "mean":

@@ -8,9 +8,12 @@ is an ``autograd.Function`` with ``setup_context`` and a vmap rule (``torch.func
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _ops
+from ..estimators.base import all_finite
 
 
 def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -21,6 +24,49 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return x
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
+
+
+class _WithValue(torch.autograd.Function):
+    """``a``'s gradient with ``value``'s value (``value`` has no graph): a reduction recomputed without overflow
+    keeps the plain reduction's gradient, which does not depend on the values."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, value):
+        return value.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def reduce_finite(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    """:func:`_reduce` of per-instance losses ``x [B]`` that never turns finite or one-signed values into NaN:
+    when the plain mean or sum is not finite, its value is recomputed on ``x`` scaled by a power of two (exact), so
+    a finite mean of huge values stays finite and an overflowing sum is ``+-inf``; instances that are ``+inf`` and
+    ``-inf`` at once (their exact values beyond the float range with both signs) make the reduction undefined:
+    ``ValueError``. The gradient is the plain reduction's. Eager only: under ``torch.compile`` and ``torch.func``
+    transforms this is :func:`_reduce`."""
+    out = _reduce(x, reduction)
+    if reduction == "none" or _ops.compiling() or _ops.transformed(x) or not x.numel() or all_finite(out):
+        return out
+    values = x.detach()
+    if bool(torch.isnan(values).any()):
+        return out  # (a NaN instance: propagated as it is)
+    if bool(torch.isposinf(values).any()) and bool(torch.isneginf(values).any()):
+        raise ValueError(f"the {reduction} of the per-instance losses is undefined: some overflow to +inf and others "
+                         f"to -inf in {str(x.dtype).replace('torch.', '')} (their exact values leave the float "
+                         "range with both signs); expected smaller inputs, or reduction='none'")
+    finite = values[torch.isfinite(values)]
+    e = math.frexp(float(finite.abs().max()))[1] if finite.numel() else 0
+    half = e // 2
+    scaled = _reduce(values * 2.0 ** -half * 2.0 ** -(e - half), reduction)  # |.| < 1 per entry (inf stays inf)
+    return _WithValue.apply(out, scaled * 2.0 ** half * 2.0 ** (e - half))
 
 
 def _check_like(y: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) -> None:

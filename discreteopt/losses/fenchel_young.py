@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from .. import _ops
-from ..estimators.base import inner, resolve_scale
+from ..estimators.base import all_finite, inner, ldexp_rows, resolve_scale, row_exponents
 from ..estimators.perturbed import PerturbedOptimizer
-from ..layers import DiscreteLayer
+from ..layers import DiscreteLayer, perturbation_overflow
 from ..maximizer import validate_input
 from ..solvers.base import Solver
-from ._common import _check_like, _reduce, _validate, linearized_loss
+from ._common import _check_like, _reduce, _validate, linearized_loss, reduce_finite
 
 
 class FenchelYoungLoss(_ops.Native):
@@ -47,6 +47,13 @@ class FenchelYoungLoss(_ops.Native):
 
     Shapes: ``theta [B, *E]`` (natural argument), ``y_true [B, *E]`` -> loss scalar (or ``[B]``).
     Reference: Berthet et al., "Learning with Differentiable Perturbed Optimizers", NeurIPS 2020.
+
+    Extreme values: ``scale`` must fit the compute dtype (:meth:`PerturbedOptimizer.check_dtype`; e.g.
+    ``scale=1e300`` with float32 ``theta`` raises ``ValueError``), and a perturbation that overflows raises
+    ``ValueError`` naming it. When ``<theta, E[y] - y_true>`` overflows in its products or partial sums (``y_true``
+    or ``theta`` near the float maximum), the value is recomputed on terms scaled by a power of two per instance:
+    ``+-inf`` only where the exact value leaves the float range, never NaN; a mean or sum over instances at
+    ``+inf`` and ``-inf`` raises ``ValueError``.
 
     PyTorch support: ``torch.func`` (``grad``, ``vmap`` -- the vmapped dim is folded into one solver call and one
     noise draw, so ``vmap`` needs ``randomness="different"``), ``torch.compile(fullgraph=True)`` (custom operator
@@ -109,7 +116,7 @@ class FenchelYoungLoss(_ops.Native):
                 self._refuse_jit_trace()
             if _ops.transformed(theta):
                 _validate(self.layer.solver, theta, "theta")
-        return _reduce(linearized_loss(theta, y_true, None, self), self.reduction)  # [B] -> reduced
+        return reduce_finite(linearized_loss(theta, y_true, None, self), self.reduction)  # [B] -> reduced
 
     def _generator_for(self, device: torch.device) -> torch.Generator | None:
         return self.layer.generator_for(device)
@@ -124,11 +131,18 @@ class FenchelYoungLoss(_ops.Native):
         sign = -1.0 if layer.solver.sense == "min" else 1.0
         ndim = theta.ndim - 1
         theta_max = layer._theta_max(theta)  # [B, *E], no graph, float32 for half precision
+        est.check_dtype(theta_max.dtype)  # a scale that cannot work in this dtype: ValueError naming it
         z = est.sample(theta_max, layer.generator_for(theta.device))  # [B, S, *E]
         factor = est.factor(z)  # [B, S, *E] (multiplicative) or None
         perturbed = theta_max.unsqueeze(1) * factor if factor is not None else \
             torch.add(theta_max.unsqueeze(1), z, alpha=est.scale)  # [B, S, *E]
-        y = layer.maximizer(perturbed.reshape(-1, *theta.shape[1:]))  # [B*S, *Y]
+        try:
+            y = layer.maximizer(perturbed.reshape(-1, *theta.shape[1:]))  # [B*S, *Y]
+        except ValueError as err:
+            overflow = perturbation_overflow(layer, perturbed, theta_max)
+            if overflow is None:
+                raise
+            raise overflow from err
         y = y.reshape(perturbed.shape)  # [B*S, *Y] -> [B, S, *Y]
         # mean_s <theta_Z_s, y_s> = <theta, ybar> + c with the solutions held fixed (Danskin):
         #   additive:        ybar = mean_s y_s,              c = scale * mean_s <Z_s, y_s>
@@ -141,9 +155,25 @@ class FenchelYoungLoss(_ops.Native):
             const = 0.0
         direction = ybar.sub_(y_true.to(ybar.dtype))  # [B, *E]: gradient w.r.t. theta_max
         value = inner(theta_max, direction, ndim) + const  # [B]
+        if not all_finite(value):  # products or partial sums overflowed (inf - inf): recompute them scaled
+            value = self._safe_value(theta_max, direction, z, y, factor is None)
         if sign < 0:
             direction = direction.neg_()  # gradient w.r.t. the natural argument (costs)
         return value.to(theta.dtype), direction.to(theta.dtype)
+
+    def _safe_value(self, theta_max: torch.Tensor, direction: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+                    additive: bool) -> torch.Tensor:
+        """``<theta, direction> + scale * mean_s <Z_s, y_s>`` ``[B]`` computed on terms scaled by a power of two per
+        instance: ``+-inf`` only where the exact value leaves the float range, never ``inf - inf``."""
+        ndim = theta_max.ndim - 1
+        ea, eb = row_exponents(theta_max), row_exponents(direction)  # [B]
+        e = ea + eb
+        value = inner(ldexp_rows(theta_max, -ea), ldexp_rows(direction, -eb), ndim)  # [B], |.| <= numel
+        if additive:
+            noise_term = inner(z, y, ndim).mean(dim=1)  # [B], moderate
+            scale = ldexp_rows(torch.full_like(noise_term, self.layer.estimator.scale), -e)
+            value = value + scale * noise_term
+        return ldexp_rows(value, e)
 
     def _linearized_fake(self, theta: torch.Tensor, y_true: torch.Tensor, _unused=None):
         _ops.check_structure(self.layer.solver, theta, "theta")

@@ -30,7 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._types import CountingF, Estimate, SampleFn, check_generator, check_samples, finish, uniform
+from ._types import (
+    CountingF,
+    Estimate,
+    SampleFn,
+    check_generator,
+    check_samples,
+    check_tensor_param,
+    finish,
+    safe_mean,
+    uniform,
+)
 from .families import Bernoulli, Categorical, Family, as_family
 
 # A coordinate-wise antithetic estimate: (f(b) - f(b~)) [S, B, 1...], u, b, b~, eta [B, *E'] -> g_eta [S, B, *E']
@@ -49,11 +59,16 @@ def _disarm_rule(diff: Tensor, u: Tensor, b: Tensor, bt: Tensor, eta: Tensor) ->
 def stick_breaking_logits(logits: Tensor) -> Tensor:
     """Logits ``eta`` ``[B, *V, K-1]`` of the binary decisions of ``Categorical(softmax(logits))`` in class order.
 
-    ``eta_j = log pi_j - log sum_{l > j} pi_l`` (differentiable).
+    ``eta_j = log pi_j - log sum_{l > j} pi_l = logits_j - logsumexp(logits_{j+1..K-1})`` (differentiable), formed
+    from the logits directly (no ``log_softmax``): ``eta`` is finite, or ``+-inf`` where the exact value leaves the
+    float range (logits near the float maximum), never NaN. ``logits``: a real floating, finite, non-empty tensor
+    ``[..., K]`` with ``K >= 2`` (else ``ValueError``).
     """
-    logp = torch.log_softmax(logits, dim=-1)  # [B, *V, K]
-    tail = torch.logcumsumexp(logp.flip(-1), dim=-1).flip(-1)  # log sum_{l >= j} pi_l  [B, *V, K]
-    return logp[..., :-1] - tail[..., 1:]  # [B, *V, K-1]
+    check_tensor_param(logits, "logits", min_ndim=1, layout="[..., K]")
+    if logits.shape[-1] < 2:
+        raise ValueError(f"logits must have K >= 2 classes in the last dim; got shape {list(logits.shape)}")
+    tail = torch.logcumsumexp(logits[..., 1:].flip(-1), dim=-1).flip(-1)  # logsumexp_{l > j} logits_l  [..., K-1]
+    return logits[..., :-1] - tail  # [B, *V, K-1]
 
 
 def _decode(c: Tensor, order: Tensor) -> Tensor:
@@ -101,7 +116,7 @@ def _antithetic(f: SampleFn, logits: Tensor, family: Family | None, samples: int
             (g,) = torch.autograd.grad(eta, th, grad_outputs=g_eta.mean(0))  # chain rule  [B, *V, K]
         else:
             g = g_eta.mean(0)  # [B, *E]
-    value = (0.5 * (fb + fbt)).mean(0)
+    value = safe_mean(0.5 * fb + 0.5 * fbt, 0)
     return finish(value, logits, g, cf.count, samples=torch.stack([zb, zbt]), f_values=torch.stack([fb, fbt]).detach())
 
 

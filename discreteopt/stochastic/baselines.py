@@ -23,6 +23,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from ._types import pow2_unit
 from .loo import loo_mean, loo_sum
 
 
@@ -100,19 +101,24 @@ class OptimalConstant:
         b_ij = sum_{k != i} f_k s_kj^2 / sum_{k != i} s_kj^2        (0 where the denominator is 0)
 
     ``value`` has shape ``[S, B, *E]``. Both leave-one-out sums use :func:`~.loo.loo_sum` (no ``total - own``: at
-    logits near +-9 in float32 the rare sample's ``s^2 ~ 1`` swallows the others' ``s^2 ~ 1e-8``).
+    logits near +-9 in float32 the rare sample's ``s^2 ~ 1`` swallows the others' ``s^2 ~ 1e-8``). ``f`` and the
+    scores are divided by powers of two first (:func:`~._types.pow2_unit`; ``b*`` is invariant to the scores' scale
+    and scales with ``f``), so large values or scores (``eps / scale`` of a tiny ES scale) cannot overflow ``s^2``
+    or ``f s^2`` into ``inf / inf``.
 
     >>> est = reinforce(f, logits, samples=8, baseline=OptimalConstant())
     """
 
     def __call__(self, f_values, scores, params, z):
         _need_two(f_values, "optimal constant")
-        fv = f_values.reshape(*f_values.shape, *([1] * (scores.ndim - 2)))  # [S, B, 1...]
-        s2 = scores * scores  # [S, B, *E]
+        uf, us = pow2_unit(f_values), pow2_unit(scores)  # exact rescaling: |f / uf|, |s / us| < 2
+        fv = (f_values / uf).reshape(*f_values.shape, *([1] * (scores.ndim - 2)))  # [S, B, 1...]
+        sn = scores / us
+        s2 = sn * sn  # [S, B, *E]
         num = loo_sum(fv * s2)  # [S, B, *E]
         den = loo_sum(s2)
         tiny = torch.finfo(s2.dtype).tiny
-        b = torch.where(den > tiny, num / den.clamp(min=tiny), torch.zeros_like(num))  # [S, B, *E]
+        b = torch.where(den > tiny, num / den.clamp(min=tiny), torch.zeros_like(num)) * uf  # [S, B, *E]
         return BaselineOutput(b)
 
     def __repr__(self) -> str:

@@ -26,10 +26,12 @@ from ._types import (
     SampleFn,
     check_generator,
     check_positive,
+    check_reciprocal,
     check_samples,
     check_tensor_param,
     finish,
     normal,
+    safe_mean,
 )
 from .baselines import Baseline, as_baseline
 from .score_function import score_function_gradient
@@ -54,6 +56,12 @@ def evolution_strategies(
     without ``antithetic`` (the mirrored pair is its own baseline). The surrogate's value is the Monte Carlo estimate
     of ``F_scale``; ``info["scale"]`` holds the scale.
 
+    Numerics: ``scale >= torch.finfo(params.dtype).tiny`` (``scale * eps`` must not vanish and ``1 / scale`` must
+    be finite in that dtype) and the points ``params +- scale * eps`` must be finite (else ``ValueError`` naming
+    ``scale``, before ``f`` is called). The antithetic estimate averages ``(f+ / 2 - f- / 2) eps / 16`` before
+    dividing by ``scale / 16``, so ``f`` values of both signs near the float maximum give a finite estimate (or
+    ``+-inf`` where the exact one leaves the range), never NaN.
+
     >>> est = evolution_strategies(lambda x: -(x ** 2).sum(-1), torch.ones(4, 3), scale=0.1, samples=16)
     >>> est.grad                 # ~ -2 (the smoothed gradient of -|x|^2 at 1)
     """
@@ -66,6 +74,7 @@ def evolution_strategies(
                       DeprecationWarning, stacklevel=2)
         scale = check_positive(sigma, "sigma")
     scale = 0.1 if scale is None else check_positive(scale, "scale")
+    check_reciprocal(scale, "scale", params.dtype, "params")
     s = check_samples(samples)
     check_generator(generator, params.device)
     if not isinstance(antithetic, bool):
@@ -77,16 +86,21 @@ def evolution_strategies(
     th = params.detach()
     eps = normal((s, *th.shape), th, generator)  # [S, B, *E]
     extra = [1] * (eps.ndim - 2)
+    points = torch.cat([th + scale * eps, th - scale * eps]) if antithetic else th + scale * eps  # [S', B, *E]
+    bound = float(th.abs().amax()) + scale * float(eps.abs().amax())  # cheap: points are finite below finfo.max
+    if not bound <= torch.finfo(th.dtype).max and not bool(torch.isfinite(points).all()):
+        raise ValueError(f"params + scale * eps overflows {params.dtype} (scale={scale!r}, max |params| = "
+                         f"{float(th.abs().max()):.4g}): use a smaller scale or a wider dtype; f was not called")
     if antithetic:
-        fv = cf(torch.cat([th + scale * eps, th - scale * eps]))  # [2S, B]
+        fv = cf(points)  # [2S, B]
         fp, fm = fv[:s].detach(), fv[s:].detach()
-        g = (((fp - fm) / (2.0 * scale)).reshape(s, -1, *extra) * eps).mean(0)  # [B, *E]
-        value, aux = fv.mean(0), None
+        half = (fp * 0.5 - fm * 0.5) * 0.0625  # (f+ - f-) / 32: finite for finite f, and times eps still finite
+        g = safe_mean(half.reshape(s, -1, *extra) * eps, 0) * 16.0 / scale  # [B, *E]
+        value, aux = safe_mean(fv, 0), None
     else:
-        x = th + scale * eps
-        fv = cf(x)  # [S, B]
+        fv = cf(points)  # [S, B]
         fd = fv.detach()
         score = eps / scale  # d log N(x; theta, scale^2) / d theta
-        g, aux = score_function_gradient(base, fd, score, th, x)  # [B, *E]
-        value = fv.mean(0)
+        g, aux = score_function_gradient(base, fd, score, th, points)  # [B, *E]
+        value = safe_mean(fv, 0)
     return finish(value, params, g, cf.count, f_values=fv.detach(), aux_loss=aux, info={"scale": scale})

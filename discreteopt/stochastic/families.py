@@ -41,8 +41,6 @@ from ..noise import Gumbel, Logistic
 from ._types import check_tensor_param, uniform
 from .loo import loo_sum
 
-_NEG = -1e30  # finite "log 0": keeps gradients of log-sum-exp recursions free of NaN
-
 
 class Family:
     """Base class: sampling, log-probabilities, score and enumeration of a discrete distribution family."""
@@ -271,7 +269,8 @@ class Categorical(Family):
         return F.one_hot(z.detach().argmax(-1), z.shape[-1]).to(z.dtype)
 
     def relax(self, z, tau):
-        return torch.softmax(z / tau, dim=-1)
+        # shifted by the (detached) maximum: z / tau alone overflows for huge z or tiny tau (softmax of inf = NaN)
+        return torch.softmax((z - z.detach().amax(-1, keepdim=True)) / tau, dim=-1)
 
     def conditional(self, params, b, generator=None):
         # Given argmax b: the max is Gumbel(logsumexp theta), independent of b; every other coordinate is a
@@ -293,6 +292,14 @@ class KSubset(Family):
     ``e_k`` is the elementary symmetric polynomial, computed by the recursion
     ``e_j(w_i..w_n) = e_j(w_{i+1}..w_n) + w_i e_{j-1}(w_{i+1}..w_n)`` in log space; samples are drawn item by item
     with ``p(z_i = 1 | r left) = w_i e_{r-1}(w_{i+1}..) / e_r(w_i..)`` (Chen, Dempster & Liu, 1994).
+
+    Numerics: every subset has ``k`` items, so the law is invariant to a common shift of a row's logits; the
+    recursions run on ``theta - max(theta)`` (detached: the gradients stay exact) in float32 for half-precision
+    logits (float16, bfloat16; results cast back) and in the logits' dtype otherwise, with a finite stand-in for
+    ``log 0`` of ``-finfo.max / 8``. Hence logits near the float maximum are fine, but a row whose spread is
+    astronomically wide is refused: ``k * (max - min) <= finfo.max / 16`` of that dtype (~1.1e307 in float64,
+    ~2.1e37 in float32 and half precision), else ``ValueError``. ``log_partition`` is ``k max(theta)`` plus the
+    shifted one (``+-inf`` only when that exact value leaves the float range).
     """
 
     name = "KSubset"
@@ -312,45 +319,66 @@ class KSubset(Family):
             raise ValueError(f"{name} must have shape {self.layout} for KSubset; got {list(params.shape)}")
         if self.k > params.shape[1]:
             raise ValueError(f"k={self.k} must be at most the number of items n={params.shape[1]}")
+        self._shifted(params, name)
         return params
 
-    def _table(self, params: Tensor) -> Tensor:
-        """``L[:, i, j] = log e_j(w_i, ..., w_{n-1})`` ``[B, n+1, k+1]``."""
-        b, n = params.shape
+    def _shifted(self, params: Tensor, name: str = "logits") -> tuple[Tensor, Tensor]:
+        """``(theta - max theta, max theta)`` ``([B, n], [B, 1])`` in the working dtype (float32 for half precision),
+        the maximum detached; ``ValueError`` when a row's spread is too wide for the recursions (class docstring)."""
+        work = params.to(torch.float32) if params.dtype in (torch.float16, torch.bfloat16) else params
+        top = work.detach().amax(1, keepdim=True)  # [B, 1]
+        spread = top - work.detach().amin(1, keepdim=True)  # [B, 1] (inf when it overflows)
+        limit = torch.finfo(work.dtype).max / (16 * self.k)
+        if not bool((spread <= limit).all()):
+            worst = float(spread.max())
+            raise ValueError(f"{name}: KSubset(k={self.k}) needs every row's spread max - min <= finfo.max / (16 k) "
+                             f"= {limit:.4g} in {work.dtype} (the log-space recursions must not overflow); got "
+                             f"{worst:.4g}. Shift or scale the logits, or use float64")
+        return work - top, top
+
+    def _table(self, th: Tensor) -> Tensor:
+        """``L[:, i, j] = log e_j(w_i, ..., w_{n-1})`` ``[B, n+1, k+1]`` of shifted logits ``th`` (working dtype)."""
+        b, n = th.shape
         k = self.k
-        row = torch.full((b, k + 1), _NEG, dtype=params.dtype, device=params.device)
+        row = torch.full((b, k + 1), -torch.finfo(th.dtype).max / 8, dtype=th.dtype, device=th.device)  # "log 0"
         row[:, 0] = 0.0
         rows = [row]
         for i in range(n - 1, -1, -1):
             prev = rows[-1]  # [B, k+1] for suffix i+1
-            take = params[:, i : i + 1] + prev[:, :-1]  # [B, k]
+            take = th[:, i : i + 1] + prev[:, :-1]  # [B, k]
             new = torch.cat([prev[:, :1], torch.logaddexp(prev[:, 1:], take)], dim=1)  # [B, k+1]
             rows.append(new)
         return torch.stack(rows[::-1], dim=1)  # [B, n+1, k+1]
 
     def log_partition(self, params: Tensor) -> Tensor:
-        return self._table(params)[:, 0, self.k]  # [B]
+        """``log e_k(exp(theta))`` ``[B]`` = ``k max(theta) + log e_k(exp(theta - max theta))``."""
+        th, top = self._shifted(params)
+        return (self.k * top[:, 0] + self._table(th)[:, 0, self.k]).to(params.dtype)
 
     def sample(self, params, n, generator=None):
         with torch.no_grad():
-            th = params.detach()
+            th, _ = self._shifted(params.detach())
             table = self._table(th)  # [B, N+1, k+1]
             b, m = th.shape
             u = uniform((n, b, m), th, generator)  # [n, B, N]
             left = torch.full((n, b), self.k, dtype=torch.long, device=th.device)  # [n, B]
-            out = torch.zeros((n, b, m), dtype=th.dtype, device=th.device)
+            out = torch.zeros((n, b, m), dtype=params.dtype, device=th.device)
             for i in range(m):
                 nxt = table[:, i + 1, :].expand(n, b, self.k + 1)  # [n, B, k+1]
                 cur = table[:, i, :].expand(n, b, self.k + 1)
                 num = th[:, i] + nxt.gather(-1, (left - 1).clamp(min=0)[..., None])[..., 0]  # [n, B]
                 den = cur.gather(-1, left[..., None])[..., 0]
                 take = (u[..., i] < torch.exp(num - den)) & (left > 0)
-                out[..., i] = take.to(th.dtype)
+                out[..., i] = take.to(params.dtype)
                 left = left - take.long()
             return out
 
     def log_prob(self, params, z):
-        return (z * params).sum(-1) - self.log_partition(params)  # [n, B]
+        th, top = self._shifted(params)
+        zw = z.to(th.dtype)
+        # <theta, z> - A(theta) = <theta - c, z> - A(theta - c) + c (sum z - k), the last term 0 for k-subsets
+        lp = (zw * th).sum(-1) - self._table(th)[:, 0, self.k] + top[:, 0] * (zw.sum(-1) - self.k)
+        return lp.to(params.dtype)  # [n, B]
 
     def mean(self, params):
         """Inclusion probabilities ``P(z_i = 1) = w_i e_{k-1}(w_{-i}) / e_k(w)`` ``[B, n]`` (differentiable).
@@ -358,14 +386,15 @@ class KSubset(Family):
         ``e_{k-1}(w_{-i}) = sum_j e_j(w_0..w_{i-1}) e_{k-1-j}(w_{i+1}..w_{n-1})`` from the suffix table and the
         suffix table of the reversed items (the prefixes).
         """
-        n, k = params.shape[1], self.k
-        suffix = self._table(params)  # [B, n+1, k+1]: log e_j(w_i..w_{n-1})
-        prefix = self._table(params.flip(1)).flip(1)  # [B, n+1, k+1]: log e_j(w_0..w_{i-1}) at row i
-        j = torch.arange(k, device=params.device)
+        th, _ = self._shifted(params)
+        n, k = th.shape[1], self.k
+        suffix = self._table(th)  # [B, n+1, k+1]: log e_j(w_i..w_{n-1})
+        prefix = self._table(th.flip(1)).flip(1)  # [B, n+1, k+1]: log e_j(w_0..w_{i-1}) at row i
+        j = torch.arange(k, device=th.device)
         left = prefix[:, :n, :k]  # [B, n, k]: e_j(w_{<i}), j = 0..k-1
         right = suffix[:, 1:, :][..., k - 1 - j]  # [B, n, k]: e_{k-1-j}(w_{>i})
         log_rest = torch.logsumexp(left + right, dim=-1)  # [B, n]
-        return torch.exp(params + log_rest - suffix[:, 0, k, None])
+        return torch.exp(th + log_rest - suffix[:, 0, k, None]).to(params.dtype)
 
     def complement(self, params):
         """Exclusion probabilities ``P(z_i = 0) = e_k(w_{-i}) / e_k(w)`` ``[B, n]`` (no ``1 - P(z_i = 1)``).
@@ -373,14 +402,15 @@ class KSubset(Family):
         ``e_k(w_{-i}) = sum_{j=0..k} e_j(w_0..w_{i-1}) e_{k-j}(w_{i+1}..w_{n-1})``, from the same tables as
         :meth:`mean`.
         """
-        n, k = params.shape[1], self.k
-        suffix = self._table(params)  # [B, n+1, k+1]
-        prefix = self._table(params.flip(1)).flip(1)  # [B, n+1, k+1]
-        j = torch.arange(k + 1, device=params.device)
+        th, _ = self._shifted(params)
+        n, k = th.shape[1], self.k
+        suffix = self._table(th)  # [B, n+1, k+1]
+        prefix = self._table(th.flip(1)).flip(1)  # [B, n+1, k+1]
+        j = torch.arange(k + 1, device=th.device)
         left = prefix[:, :n, :]  # [B, n, k+1]: e_j(w_{<i}), j = 0..k
         right = suffix[:, 1:, :][..., k - j]  # [B, n, k+1]: e_{k-j}(w_{>i})
         log_out = torch.logsumexp(left + right, dim=-1)  # [B, n]
-        return torch.exp(log_out - suffix[:, 0, k, None])
+        return torch.exp(log_out - suffix[:, 0, k, None]).to(params.dtype)
 
     def outcomes(self, event_shape, like):
         (n,) = event_shape

@@ -23,17 +23,34 @@ import torch
 from torch import Tensor
 
 
+def _check(x: Tensor, dim: int, who: str) -> int:
+    """``x`` a tensor with at least one dim and ``dim`` an integer in range; returns ``dim`` as a non-negative index."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{who}: x must be a torch.Tensor with the samples along dim; got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"{who}: x must have at least one dim (the samples); got a 0-d tensor")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{who}: dim must be an integer in [{-x.ndim}, {x.ndim - 1}] for x of shape "
+                         f"{list(x.shape)}; got {dim!r}")
+    return dim % x.ndim
+
+
 def loo_sum(x: Tensor, dim: int = 0) -> Tensor:
     """``T_i = sum_{k != i} x_k`` along ``dim`` (same shape as ``x``), never subtracting ``x_i``.
 
-    ``x``: ``[S, *]`` (``dim = 0``) or any shape with the samples along ``dim``; ``S >= 1`` (``S = 1`` gives
-    zeros). Computed as exclusive prefix plus exclusive suffix cumulative sums, so entry ``i`` of the result depends
-    on ``x_k``, ``k != i``, only -- also in floating point.
+    ``x``: ``[S, *]`` (``dim = 0``) or any shape with the samples along ``dim``; ``S = 1`` gives zeros and ``S = 0``
+    an empty result. Computed as exclusive prefix plus exclusive suffix cumulative sums, so entry ``i`` of the result
+    depends on ``x_k``, ``k != i``, only -- also in floating point. Integer and bool ``x`` follow ``torch.cumsum``
+    (an ``int64`` result). ``+-inf`` only where the exact sum leaves the float range. A ``dim`` out of range or a
+    0-d ``x`` raises ``ValueError``.
 
     >>> loo_sum(torch.tensor([1.0, 1e-8, 2e-8]))  # float32: (1 + 1e-8 + 2e-8) - 1 would give 0 for the first
     tensor([3.0000e-08, 1.0000e+00, 1.0000e+00])
     """
+    dim = _check(x, dim, "loo_sum")
     n = x.shape[dim]
+    if n == 0:
+        return x.cumsum(dim)  # empty, in cumsum's dtype
     zero = torch.zeros_like(x.narrow(dim, 0, 1))
     before = torch.cat([zero, x.narrow(dim, 0, n - 1)], dim=dim).cumsum(dim)  # x_0 + ... + x_{i-1}
     after = torch.cat([x.narrow(dim, 1, n - 1), zero], dim=dim).flip(dim).cumsum(dim).flip(dim)  # x_{i+1} + ...
@@ -41,8 +58,17 @@ def loo_sum(x: Tensor, dim: int = 0) -> Tensor:
 
 
 def loo_mean(x: Tensor, dim: int = 0) -> Tensor:
-    """``mean_{k != i} x_k = loo_sum(x) / (S - 1)`` along ``dim`` (needs ``S >= 2`` samples along ``dim``)."""
+    """``mean_{k != i} x_k`` along ``dim`` (needs ``S >= 2`` samples along ``dim``).
+
+    Formed as ``loo_sum(x / (S - 1))`` for floating ``x`` (``loo_sum(x) / (S - 1)`` for integer ``x``): every term
+    is divided first, so the sum of ``S - 1`` of them cannot overflow where the mean itself fits the dtype (three
+    values of ``3e38`` in float32 have the mean ``3e38``, while their sum is ``inf``). Entry ``i`` still depends on the
+    other samples only.
+    """
+    dim = _check(x, dim, "loo_mean")
     n = x.shape[dim]
     if n < 2:
         raise ValueError(f"a leave-one-out mean needs at least 2 samples along dim {dim}; got {n}")
+    if x.is_floating_point() or x.is_complex():
+        return loo_sum(x / (n - 1), dim)
     return loo_sum(x, dim) / (n - 1)

@@ -32,6 +32,7 @@ from ._types import (
     check_tensor_param,
     finish,
     normal,
+    safe_mean,
     uniform,
 )
 from .families import Bernoulli, Categorical, Family, as_family
@@ -69,7 +70,7 @@ def measure_valued(
     else:
         g = probs[None] * (table - fv.detach()[..., None, None])  # [S, B, V, K]
     g = g.mean(0).reshape(logits.shape)  # [B, *E]
-    return finish(fv.mean(0), logits, g, cf.count, samples=z, f_values=fv.detach())
+    return finish(safe_mean(fv, 0), logits, g, cf.count, samples=z, f_values=fv.detach())
 
 
 def measure_valued_gaussian(
@@ -84,6 +85,12 @@ def measure_valued_gaussian(
 
     ``mean``, ``log_std``: ``[B, d]``; ``f``: ``[S, B, d] -> [S, B]``. Returns ``(estimate for mean, estimate for
     log_std)``; backward both surrogates (the second has value 0 so their sum still estimates ``E[f]``).
+
+    Numerics: every standard deviation ``exp(log_std)`` must be a normal number of the dtype (``finfo.tiny <=
+    exp(log_std) <= finfo.max``; it divides the ``mean`` estimate) and every evaluation point finite, else
+    ``ValueError`` naming ``log_std`` (before ``f`` is called). Differences of ``f`` are halved and averaged before
+    the division by ``exp(log_std)``, so ``f`` values near the float maximum give a finite estimate (``+-inf`` only
+    where the exact one leaves the range), never NaN.
     """
     check_tensor_param(mean, "mean", layout="[B, d]")
     check_tensor_param(log_std, "log_std", layout="[B, d]")
@@ -94,8 +101,12 @@ def measure_valued_gaussian(
     b, d = mean.shape
     cf = CountingF(f, b, mean.dtype)
     mu, sd = mean.detach(), log_std.detach().exp()
+    info = torch.finfo(sd.dtype)
+    if not bool(((sd >= info.tiny) & (sd <= info.max)).all()):
+        raise ValueError(f"log_std must give standard deviations exp(log_std) in [{info.tiny:.4g}, {info.max:.4g}] "
+                         f"(normal {sd.dtype} numbers: they divide the estimate); got log_std in "
+                         f"[{float(log_std.detach().min()):.4g}, {float(log_std.detach().max()):.4g}]")
     x = mu + sd * normal((s, b, d), mu, generator)  # [S, B, d]
-    fx = cf(x)  # [S, B]
     rayleigh = torch.sqrt(-2.0 * torch.log(uniform((s, b, d), mu, generator)))  # [S, B, d]
     maxwell = normal((s, b, d, 3), mu, generator).norm(dim=-1)  # [S, B, d]
     sign = torch.where(uniform((s, b, d), mu, generator) < 0.5, -1.0, 1.0).to(mu.dtype)
@@ -108,12 +119,18 @@ def measure_valued_gaussian(
         with torch.no_grad():
             return cf(pts).detach().reshape(s, d, b).movedim(1, 2)  # [S, B, d]
 
-    f_plus = with_coord(mu + sd * rayleigh)
-    f_minus = with_coord(mu - sd * rayleigh)
-    f_max = with_coord(mu + sd * sign * maxwell)
-    g_mean = ((f_plus - f_minus) / (sd * math.sqrt(2 * math.pi))).mean(0)  # [B, d]
-    g_log_std = (f_max - fx.detach()[..., None]).mean(0)  # [B, d]
+    plus, minus, maxw = mu + sd * rayleigh, mu - sd * rayleigh, mu + sd * sign * maxwell
+    noise = max(float(t.abs().amax()) for t in (x - mu, rayleigh, maxwell))  # cheap bound first
+    bound = float(mu.abs().amax()) + float(sd.amax()) * noise
+    if not bound <= info.max and not all(bool(torch.isfinite(p).all()) for p in (x, plus, minus, maxw)):
+        raise ValueError(f"mean + exp(log_std) * eps overflows {mu.dtype} (max |mean| = {float(mu.abs().max()):.4g}, "
+                         f"max exp(log_std) = {float(sd.max()):.4g}): use smaller values or a wider dtype")
+    fx = cf(x)  # [S, B]
+    f_plus, f_minus, f_max = with_coord(plus), with_coord(minus), with_coord(maxw)
+    half = math.sqrt(2 * math.pi) / 2
+    g_mean = safe_mean(f_plus * 0.5 - f_minus * 0.5, 0) / (sd * half)  # [B, d]: mean (f+ - f-) / (sd sqrt(2 pi))
+    g_log_std = safe_mean(f_max * 0.5 - fx.detach()[..., None] * 0.5, 0) * 2.0  # [B, d]
     n = cf.count
-    est_mean = finish(fx.mean(0), mean, g_mean, n, samples=x, f_values=fx.detach())
-    est_std = finish(torch.zeros_like(fx.mean(0).detach()), log_std, g_log_std, n)
+    est_mean = finish(safe_mean(fx, 0), mean, g_mean, n, samples=x, f_values=fx.detach())
+    est_std = finish(torch.zeros_like(fx[0].detach()), log_std, g_log_std, n)
     return est_mean, est_std

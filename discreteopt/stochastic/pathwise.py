@@ -21,7 +21,23 @@ from __future__ import annotations
 import torch
 from torch import distributions as D
 
-from ._types import CountingF, Estimate, SampleFn, check_samples
+from ._types import CountingF, Estimate, SampleFn, check_samples, safe_mean, safe_sum
+
+
+def _check_parameters(dist: D.Distribution) -> None:
+    """Every tensor parameter of ``dist`` (its ``arg_constraints`` that are set, and those of a wrapped
+    ``base_dist``) must be real floating: ``ValueError`` naming it otherwise."""
+    seen = 0
+    while isinstance(dist, D.Distribution) and seen < 16:
+        for name in getattr(dist, "arg_constraints", {}) or {}:
+            value = vars(dist).get(name)  # set parameters only (no lazily computed ones)
+            if isinstance(value, torch.Tensor) and not value.is_floating_point():
+                kind = "complex" if value.is_complex() else "integer or bool"
+                raise ValueError(f"distribution {type(dist).__name__} has {kind} parameter {name} (dtype "
+                                 f"{value.dtype}); the pathwise estimator needs real floating parameters: pass floats, "
+                                 f"e.g. {name}.double()")
+        dist = getattr(dist, "base_dist", None)
+        seen += 1
 
 
 def _rsample(dist: D.Distribution, s: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -53,7 +69,9 @@ def pathwise(
             input (an integer or bool output carries no gradient and raises ``ValueError``).
         distribution: a ``torch.distributions.Distribution`` with ``batch_shape = [B, ...]`` and ``has_rsample``
             (Normal, MultivariateNormal, Gamma, Beta, RelaxedOneHotCategorical, ...). Gradients reach whatever
-            parameters built it. Non-finite samples raise ``ValueError`` naming the distribution (not ``f``).
+            parameters built it. Integer, bool and complex parameters are refused (``ValueError``: pass floats;
+            ``torch.distributions`` cannot sample them). Non-finite samples raise ``ValueError`` naming the
+            distribution (not ``f``).
         samples: ``S >= 1``.
         generator: ``torch.distributions`` cannot take one, so a given generator seeds the global RNG inside
             :func:`torch.random.fork_rng` (the global state is left untouched).
@@ -70,6 +88,7 @@ def pathwise(
     if len(distribution.batch_shape) < 1:
         raise ValueError("distribution must have a batch dim first (batch_shape [B, ...]); got batch_shape "
                          f"{list(distribution.batch_shape)}. Expand it, e.g. Normal(mu[None], sigma[None])")
+    _check_parameters(distribution)
     s = check_samples(samples)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
@@ -84,5 +103,5 @@ def pathwise(
                          "a wider dtype); f was not called")
     cf = CountingF(f, distribution.batch_shape[0], x.dtype)
     fv = cf.through("pathwise")(x)  # [S, B]; integer/bool outputs rejected (no gradient through them)
-    per_item = fv.mean(0)  # [B]
-    return Estimate(per_item.sum(), per_item, cf.count, samples=x.detach(), f_values=fv.detach())
+    per_item = safe_mean(fv, 0)  # [B]
+    return Estimate(safe_sum(per_item), per_item, cf.count, samples=x.detach(), f_values=fv.detach())

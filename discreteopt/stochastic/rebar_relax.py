@@ -27,7 +27,17 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from ._types import CountingF, Estimate, SampleFn, check_generator, check_positive, check_samples, finish
+from ._types import (
+    CountingF,
+    Estimate,
+    SampleFn,
+    check_generator,
+    check_positive,
+    check_samples,
+    finish,
+    inject,
+    safe_mean,
+)
 from .families import Family, as_family
 
 
@@ -131,8 +141,8 @@ def relax(
             aux = cv_loss.detach()
             for p, gp in zip(params, grads, strict=True):
                 if gp is not None:  # value cv_loss, gradient d cv_loss / d phi only
-                    aux = aux + (p * gp.detach()).sum() - (p.detach() * gp.detach()).sum()
-    return finish(fb.mean(0), logits, g.detach(), cf.count, samples=b.detach(), f_values=fb.detach(),
+                    aux = inject(aux, p, gp)
+    return finish(safe_mean(fb, 0), logits, g.detach(), cf.count, samples=b.detach(), f_values=fb.detach(),
                   aux_loss=aux, info={"cv_loss": float(cv_loss.detach())})
 
 

@@ -27,6 +27,10 @@ grows like ``1 / tau``).
 The estimators under the common convention (:mod:`discreteopt.stochastic._types`) are :func:`concrete` (Bernoulli
 or Categorical, ``hard=True`` for straight-through), :func:`l2x_subset` and :func:`softsub`; each evaluates ``f``
 on the relaxed samples (``f`` must accept continuous inputs) ``samples`` times, so ``n_evals = samples``.
+
+Numerics: ``tau`` must satisfy ``tau >= torch.finfo(dtype).tiny`` of the logits' dtype (``1 / tau`` finite there),
+else ``ValueError``; every softmax is taken of ``(y - max y) / tau`` (:func:`shifted_softmax`), so logits near the
+float maximum or a tiny ``tau`` give the one-hot (top-k) limit, never NaN.
 """
 
 from __future__ import annotations
@@ -44,8 +48,11 @@ from ._types import (
     SampleFn,
     check_generator,
     check_positive,
+    check_reciprocal,
     check_samples,
     check_tensor_param,
+    safe_mean,
+    safe_sum,
 )
 from .families import Bernoulli, Categorical, Family, _gumbel, _logistic, as_family
 
@@ -60,6 +67,30 @@ def _check_dim(dim: int, ndim: int) -> int:
 
 def _check_logits(logits: Tensor, name: str = "logits") -> Tensor:
     return check_tensor_param(logits, name, min_ndim=1, layout="[*, K]")
+
+
+def _check_tau(tau: float, like: Tensor) -> float:
+    """``tau`` a positive number with ``1 / tau`` finite in ``like``'s dtype (:func:`._types.check_reciprocal`)."""
+    return check_reciprocal(check_positive(tau, "tau"), "tau", like.dtype, "logits")
+
+
+def shifted_softmax(y: Tensor, tau: float | Tensor, dim: int = -1) -> Tensor:
+    """``softmax(y / tau)`` along ``dim``, formed as ``softmax((y - max y) / tau)``.
+
+    Equal in real arithmetic (softmax is shift-invariant; the maximum is detached, which leaves the gradient exact),
+    but ``y / tau`` alone overflows for large ``y`` or small ``tau`` (``inf / inf = NaN`` inside softmax), while the
+    shifted values lie in ``[-inf, 0]`` with a 0 at the maximum: the result is the one-hot limit, never NaN.
+    """
+    return torch.softmax((y - y.detach().amax(dim, keepdim=True)) / tau, dim=dim)
+
+
+def _loo_logsumexp(w: Tensor, floor: float) -> Tensor:
+    """``log sum_{j != i} exp(w_j)`` along the last dim of a finite ``w`` (``floor = -finfo.max`` stands for
+    ``log 0``): exclusive prefix plus suffix log-cumulative sums, so no ``log(1 - softmax)`` and no underflow."""
+    pad = torch.full_like(w[..., :1], floor)
+    before = torch.logcumsumexp(torch.cat([pad, w[..., :-1]], dim=-1), dim=-1)  # log sum_{j < i}
+    after = torch.logcumsumexp(torch.cat([w[..., 1:], pad], dim=-1).flip(-1), dim=-1).flip(-1)  # log sum_{j > i}
+    return torch.logaddexp(before, after)
 
 
 def _straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -81,15 +112,17 @@ def gumbel_softmax(
 
     ``hard=True`` returns the one-hot ``argmax(logits + g)`` with the relaxed sample's gradient (straight-through).
     Unlike :func:`torch.nn.functional.gumbel_softmax` it takes a ``generator`` (reproducible) and validates inputs.
+    ``tau >= torch.finfo(logits.dtype).tiny`` (``1 / tau`` finite); ``logits + g`` is shifted by its maximum along
+    ``dim`` first (:func:`shifted_softmax`), so logits near the float maximum give the one-hot limit, not NaN.
     """
     _check_logits(logits)
-    tau = check_positive(tau, "tau")
+    tau = _check_tau(tau, logits)
     dim = _check_dim(dim, logits.ndim)
     if logits.shape[dim] < 2:
         raise ValueError(f"logits must have at least 2 classes along dim={dim}; got shape {list(logits.shape)}")
     check_generator(generator, logits.device)
     y = logits + _gumbel(tuple(logits.shape), logits.detach(), generator)
-    soft = torch.softmax(y / tau, dim=dim)
+    soft = shifted_softmax(y, tau, dim)
     if not hard:
         return soft
     idx = y.detach().argmax(dim, keepdim=True)
@@ -106,10 +139,10 @@ def gumbel_sigmoid(
     """Binary Concrete sample ``sigmoid((logits + l) / tau)``, ``l ~ Logistic(0, 1)``, same shape as ``logits``.
 
     ``hard=True`` returns ``1[logits + l > 0]`` (an exact ``Bernoulli(sigmoid(logits))`` sample) with the relaxed
-    gradient (straight-through).
+    gradient (straight-through). ``tau >= torch.finfo(logits.dtype).tiny`` (``1 / tau`` finite in that dtype).
     """
     _check_logits(logits)
-    tau = check_positive(tau, "tau")
+    tau = _check_tau(tau, logits)
     check_generator(generator, logits.device)
     y = logits + _logistic(tuple(logits.shape), logits.detach(), generator)
     soft = torch.sigmoid(y / tau)
@@ -199,14 +232,15 @@ def relaxed_topk_l2x(
 
     ``hard=True``: forward the ``tau -> 0`` limit (indicator of the items drawn at least once among ``k`` argmax
     draws with replacement, so at most ``k`` ones) with the relaxed gradient (straight-through).
+    ``tau >= torch.finfo(scores.dtype).tiny``; each softmax is shifted by its maximum (:func:`shifted_softmax`).
     """
     _check_subset(scores, k)
-    tau = check_positive(tau, "tau")
+    tau = check_reciprocal(check_positive(tau, "tau"), "tau", scores.dtype, "scores")
     s = check_samples(samples)
     check_generator(generator, scores.device)
     g = _gumbel((s, k, *scores.shape), scores.detach(), generator)  # [S, k, B, n]
     y = scores + g  # [S, k, B, n]
-    soft = torch.softmax(y / tau, dim=-1).amax(dim=1)  # [S, k, B, n] -> [S, B, n]
+    soft = shifted_softmax(y, tau, -1).amax(dim=1)  # [S, k, B, n] -> [S, B, n]
     if not hard:
         return soft
     draws = F.one_hot(y.detach().argmax(-1), scores.shape[1]).amax(dim=1).to(soft.dtype)  # [S, B, n]
@@ -226,19 +260,28 @@ def relaxed_topk_softsub(
 
     ``hard=True``: forward the exact top-k of the keys ``scores + g`` (a k-subset drawn without replacement with
     probabilities proportional to ``exp(scores)``) with the relaxed gradient (straight-through).
+
+    Numerics: each round uses ``w = (alpha - max alpha) / tau`` (shifted: no overflow into NaN), clamped below at
+    ``-finfo.max``, and ``log(1 - a_i) = logsumexp_{j != i} w_j - logsumexp w`` from exclusive prefix and suffix
+    log-cumulative sums (never ``log(1 - a)``, which is ``log 0`` as soon as the leading item's weight rounds to 1:
+    the old clamp at ``log(tiny)`` let a leading item with a gap above ~708 win every round, a mask of ``[2, 0,
+    ...]``); ``alpha`` is clamped below at ``-finfo.max``. Every value stays finite for finite scores and
+    ``tau >= finfo(dtype).tiny``, and small ``tau`` gives the top-k limit.
     """
     _check_subset(scores, k)
-    tau = check_positive(tau, "tau")
+    tau = check_reciprocal(check_positive(tau, "tau"), "tau", scores.dtype, "scores")
     s = check_samples(samples)
     check_generator(generator, scores.device)
     keys = scores + _gumbel((s, *scores.shape), scores.detach(), generator)  # [S, B, n]
-    tiny = torch.finfo(scores.dtype).tiny
-    alpha = keys
+    floor = -torch.finfo(scores.dtype).max
+    alpha = keys  # [S, B, n]
     mask = torch.zeros_like(keys)
-    for _ in range(k):
-        a = torch.softmax(alpha / tau, dim=-1)  # [S, B, n]
-        mask = mask + a
-        alpha = alpha + torch.log((1.0 - a).clamp(min=tiny))
+    for j in range(k):
+        w = ((alpha - alpha.detach().amax(-1, keepdim=True)) / tau).clamp(min=floor)  # [S, B, n] in [-max, 0]
+        mask = mask + torch.softmax(w, dim=-1)
+        if j + 1 < k:
+            log1m = _loo_logsumexp(w, floor) - torch.logsumexp(w, dim=-1, keepdim=True)  # log(1 - a), <= 0
+            alpha = (alpha + log1m).clamp(min=floor)
     if not hard:
         return mask
     top = keys.detach().topk(k, dim=-1).indices  # [S, B, k]
@@ -251,8 +294,8 @@ def relaxed_topk_softsub(
 
 def _pathwise_estimate(cf: CountingF, z: Tensor, who: str) -> Estimate:
     fv = cf.through(who)(z)  # [S, B]; integer/bool outputs rejected (no gradient through them)
-    per_item = fv.mean(0)  # [B]
-    return Estimate(per_item.sum(), per_item, cf.count, samples=z.detach(), f_values=fv.detach())
+    per_item = safe_mean(fv, 0)  # [B]
+    return Estimate(safe_sum(per_item), per_item, cf.count, samples=z.detach(), f_values=fv.detach())
 
 
 def concrete(
@@ -279,7 +322,7 @@ def concrete(
     family.check(logits, "logits")
     if not isinstance(family, (Bernoulli, Categorical)):
         raise ValueError(f"family must be Bernoulli or Categorical for concrete; got {family!r}")
-    tau = check_positive(tau, "tau")
+    tau = _check_tau(tau, logits)
     s = check_samples(samples)
     check_generator(generator, logits.device)
     cf = CountingF(f, logits.shape[0], logits.dtype)

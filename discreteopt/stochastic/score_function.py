@@ -21,7 +21,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._types import CountingF, Estimate, SampleFn, check_generator, check_samples, finish
+from ._types import (
+    CountingF,
+    Estimate,
+    SampleFn,
+    check_generator,
+    check_samples,
+    finish,
+    mean_product,
+    safe_mean,
+)
 from .baselines import Baseline, as_baseline
 from .families import Family, as_family
 
@@ -59,7 +68,7 @@ def reinforce(
     fd = fv.detach()
     score = family.score(logits, z)  # [S, B, *E]
     g, aux = score_function_gradient(base, fd, score, logits.detach(), z)
-    return finish(fv.mean(0), logits, g, cf.count, samples=z, f_values=fd, aux_loss=aux)
+    return finish(safe_mean(fv, 0), logits, g, cf.count, samples=z, f_values=fd, aux_loss=aux)
 
 
 def score_function_gradient(
@@ -69,14 +78,17 @@ def score_function_gradient(
 
     The weights ``f_i - b_i``, their products with the scores and the mean are formed in float64 (except on MPS)
     and cast back to the scores' dtype: in float32, ``f = 1e4 + O(1)`` would otherwise round each product by
-    ``~1e-3`` of the gradient, an error that depends on the sample itself (a bias, not noise).
+    ``~1e-3`` of the gradient, an error that depends on the sample itself (a bias, not noise). The weights are
+    halved (``f_i / 2 - b_i / 2``, exact) and the mean of the products is overflow-safe (:func:`._types.mean_product`),
+    so values or scores near the float maximum give a finite estimate, or ``+-inf`` where the exact one leaves the
+    range, never NaN.
     """
     out = baseline(f_values, scores, params, z)
     extra = [1] * (scores.ndim - 2)
     wide = torch.float64 if scores.device.type != "mps" else scores.dtype
     b = out.value if out.value.ndim == scores.ndim else out.value.reshape(*out.value.shape, *extra)
-    weight = f_values.to(wide).reshape(*f_values.shape, *extra) - b.to(wide)  # [S, B, *E] or [S, B, 1...]
-    g = (weight * scores.to(wide)).mean(0)  # [B, *E]
+    half = f_values.to(wide).reshape(*f_values.shape, *extra) * 0.5 - b.to(wide) * 0.5  # (f - b) / 2, finite
+    g = mean_product(half, scores.to(wide), 0) * 2.0  # [B, *E]
     if out.correction is not None:
         g = g + out.correction.to(wide)
     return g.to(scores.dtype), out.aux_loss
@@ -130,4 +142,4 @@ def rao_blackwell(
         probs = family.factor_probs(th)  # [B, V, C]
         term = (probs[None] * table).sum((-1, -2)).mean(0)  # [B]
         (g,) = torch.autograd.grad(term.sum(), th)  # [B, *E]
-    return finish(fv.mean(0), logits, g, cf.count, samples=z, f_values=fv.detach())
+    return finish(safe_mean(fv, 0), logits, g, cf.count, samples=z, f_values=fv.detach())

@@ -471,3 +471,172 @@ def test_aimle_running_count_and_lam_follow_the_update_rule_exactly():
         assert est.lam == pytest.approx(lam, rel=1e-12)
     assert est.lam_history == pytest.approx([h for h in est.lam_history])
     assert len(est.lam_history) == 5
+
+
+# --------------------------------------------------------------------------- extreme values (issue 10, fuzz findings)
+def _moderate_theta(dtype=torch.float64, seed=0):
+    return torch.randn(3, 5, generator=_gen(seed), dtype=torch.float64).to(dtype)
+
+
+@pytest.mark.parametrize("make", [lambda: IMLE(lam=5e-324), lambda: IMLE(scale=1e-310),
+                                  lambda: AIMLE(initial_lam=5e-324, lam_min=5e-324),
+                                  lambda: PerturbedOptimizer(scale=5e-324), lambda: ScoreFunction(scale=5e-324),
+                                  lambda: FenchelYoungLoss(TopK(2), scale=5e-324)],
+                         ids=["imle_lam", "imle_scale", "aimle", "perturbed", "score_function", "fenchel_young"])
+def test_steps_and_scales_whose_reciprocal_overflows_are_rejected(make):
+    """lam / scale = 5e-324: 1 / lam = inf gave NaN (0 * inf) or +-inf gradients in any dtype."""
+    with pytest.raises(ValueError, match="smallest normal float64"):
+        make()
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: IMLE(lam=1.7e308), "lam"), (lambda: IMLE(lam=1e-40), "lam"), (lambda: IMLE(scale=1e300), "scale"),
+    (lambda: ScoreFunction(scale=1e300), "scale"), (lambda: PerturbedOptimizer(scale=1e-300), "scale"),
+    (lambda: IMLE(lam=1e30, target=TargetDistribution(beta=1e10)), "beta \\* lam"),
+    (lambda: PerturbedOptimizer(scale=20.0, multiplicative=True), "multiplicative"),
+    (lambda: AIMLE(lam_max=1e300), "lam_max")])
+def test_hyperparameters_that_do_not_fit_the_compute_dtype_are_value_errors(make, name):
+    """float32 theta: lam=1.7e308 or scale=1e300 raised a raw RuntimeError from torch.add(alpha=...), scale=1e-300
+    gave NaN gradients (the estimate divides by scale), scale=20 multiplicative made every factor 0; float64 works."""
+    layer = do.DiscreteLayer(TopK(2), make(), seed=0)
+    with pytest.raises(ValueError, match=f"{name}.*float32"):
+        layer(_moderate_theta(torch.float32).requires_grad_(True))
+    for dtype in (torch.float16, torch.bfloat16):  # computed in float32: the same check
+        with pytest.raises(ValueError, match="float32"):
+            layer(_moderate_theta(dtype).requires_grad_(True))
+    y, grad = layer_grad(layer, _moderate_theta(), torch.full((3, 5), 1e-3, dtype=torch.float64))
+    assert torch.isfinite(grad).all()
+
+
+def test_imle_step_that_overflows_is_a_value_error_naming_lam():
+    """lam * dL/dy beyond float64: the solver reported 'theta must be finite', which blames the wrong tensor."""
+    layer = do.DiscreteLayer(TopK(2), IMLE(lam=1e308), seed=0)
+    _, grad = layer_grad(layer, _moderate_theta(), torch.full((3, 5), 0.5, dtype=torch.float64))
+    assert torch.isfinite(grad).all()
+    with pytest.raises(ValueError, match="lam \\* dL/dy overflows float64.*IMLE\\(lam=1e\\+308"):
+        layer_grad(layer, _moderate_theta(), torch.full((3, 5), 2.0, dtype=torch.float64))
+
+
+def test_multiplicative_scale_whose_square_overflows_is_a_value_error():
+    """scale=1e300, multiplicative: scale**2 / 2 raised a Python OverflowError (also through FenchelYoungLoss)."""
+    with pytest.raises(ValueError, match="multiplicative"):
+        PerturbedOptimizer(scale=1e300, multiplicative=True)
+    with pytest.raises(ValueError, match="multiplicative"):
+        FenchelYoungLoss(TopK(2), scale=1e300, multiplicative=True)
+    PerturbedOptimizer(scale=30.0, multiplicative=True)  # fine in float64 (exp(-450) is a normal number)
+
+
+@pytest.mark.parametrize("return_samples", [False, True])
+@pytest.mark.parametrize("make", [lambda: PerturbedOptimizer(scale=64.0, samples=4),
+                                  lambda: PerturbedOptimizer(scale=0.5, samples=4, multiplicative=True),
+                                  lambda: PerturbedOptimizer(scale=64.0, samples=3, baseline=MAPBaseline()),
+                                  lambda: ScoreFunction(scale=64.0, samples=4),
+                                  lambda: ScoreFunction(scale=64.0, samples=3, baseline=None)],
+                         ids=["additive", "multiplicative", "map_baseline", "loo", "no_baseline"])
+def test_perturbed_estimate_with_huge_finite_upstream_gradient_is_exact(make, return_samples):
+    """dL/dy near 1.8e308: the per-sample terms <dL/dy, y_s> overflowed to +inf and -inf and their mean was NaN,
+    although the estimate itself is finite. It is now the estimate for dL/dy / 2**1023 times 2**1023, exactly."""
+    theta = _moderate_theta().abs() + 100.0  # (large scales keep the exact estimate within float64)
+    g = torch.tensor([1.5, 1.25, -0.5, 1.0, -1.75], dtype=torch.float64).expand(3, 5) * 2.0**1023
+    grads = []
+    for gg in (g, g / 2.0**1023):
+        layer = do.DiscreteLayer(TopK(2), make(), seed=3, return_samples=return_samples)
+        x = theta.clone().requires_grad_(True)
+        y = layer(x)
+        y.backward(gg.unsqueeze(1).expand(y.shape) if return_samples else gg)
+        grads.append(x.grad)
+    assert torch.isfinite(grads[0]).all() and bool((grads[1] != 0).any())
+    torch.testing.assert_close(grads[0], grads[1] * 2.0**1023, rtol=0, atol=0)
+
+
+def test_estimate_that_overflows_is_a_value_error_naming_the_estimator():
+    """An estimate whose exact value leaves float64 came back as +-inf, or NaN (inf - inf); multiplicative with
+    a subnormal theta entry (the estimate divides by theta) gave +-inf and NaN."""
+    layer = do.DiscreteLayer(TopK(2), PerturbedOptimizer(scale=1e-300, samples=4), seed=0)
+    with pytest.raises(ValueError, match="not finite.*PerturbedOptimizer\\(scale=1e-300"):
+        layer_grad(layer, _moderate_theta(), torch.full((3, 5), 1e10, dtype=torch.float64))
+    theta = _moderate_theta().abs() + 0.5
+    theta[0, 0] = 5e-324
+    layer = do.DiscreteLayer(TopK(2), PerturbedOptimizer(samples=4, multiplicative=True), seed=0)
+    with pytest.raises(ValueError, match="not finite.*multiplicative=True.*divides by theta"):
+        layer_grad(layer, theta, torch.randn(3, 5, generator=_gen(1), dtype=torch.float64))
+
+
+def test_interpolation_step_below_the_float_range_is_a_value_error():
+    """Interpolation(lam=1e-46) on float32 theta: lam is 0 in float32, (y - y') / lam = 0 / 0 = NaN gradients; the
+    layer refuses the step for the compute dtype, naming it (5e-324 is refused by the constructor for any dtype)."""
+    with pytest.raises(ValueError, match="lam must be at least"):
+        Interpolation(lam=5e-324)
+    layer = do.DiscreteLayer(TopK(2), Interpolation(lam=1e-46))
+    with pytest.raises(ValueError, match="lam=1e-46 does not fit float32"):
+        layer_grad(layer, _moderate_theta(torch.float32), torch.randn(3, 5, generator=_gen(1)))
+
+
+def test_multiplicative_perturbation_that_overflows_is_a_value_error_naming_it():
+    """theta near the float max times exp(scale eps) overflowed: the solver said 'theta must be finite'."""
+    theta = _moderate_theta().abs() + 0.5
+    theta[1, 2] = 1.7976931348623157e308  # any factor above 1 overflows
+    layer = do.DiscreteLayer(TopK(2), PerturbedOptimizer(samples=10, multiplicative=True), seed=0)
+    with pytest.raises(ValueError, match="perturbation of PerturbedOptimizer overflows float64"):
+        layer(theta)
+
+
+def test_score_function_loss_with_theta_near_the_float32_max_is_finite():
+    """The surrogate added and subtracted <theta, coef>: inf - inf = NaN value for float32 theta near 3.4e38."""
+    seen = []
+
+    def loss_fn(y):  # [B, S, *Y] -> [B, S]
+        out = (y - 0.5).square().sum(-1) * torch.arange(1.0, 1.0 + y.shape[1])
+        seen.append(out)
+        return out
+
+    theta = torch.randn(2, 5, generator=_gen(0))
+    theta[0, 0], theta[1, 3] = 3.4e38, -3.4e38
+    x = theta.clone().requires_grad_(True)
+    layer = do.DiscreteLayer(TopK(2), ScoreFunction(samples=4), seed=0)
+    value = do.score_function_loss(layer, x, loss_fn)
+    assert value.dtype == torch.float32 and float(value.detach()) == pytest.approx(float(seen[0].mean()), rel=1e-6)
+    value.backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_score_function_loss_with_huge_losses_is_exact():
+    """Losses near the float max: L_s - b_s and the score average overflowed; they are now computed on losses scaled
+    by a power of two per instance, exactly."""
+    theta = torch.randn(3, 5, generator=_gen(0), dtype=torch.float64)
+    out = []
+    for factor in (2.0**1020, 1.0):
+        layer = do.DiscreteLayer(TopK(2), ScoreFunction(samples=4), seed=1)
+        x = theta.clone().requires_grad_(True)
+        value = do.score_function_loss(layer, x, lambda y, f=factor: (y[..., 0] * 1.5 - y[..., 3] * 1.75) * f)
+        value.backward()
+        out.append((value.detach(), x.grad))
+    assert torch.isfinite(out[0][1]).all() and bool((out[1][1] != 0).any())
+    torch.testing.assert_close(out[0][1], out[1][1] * 2.0**1020, rtol=0, atol=0)
+    torch.testing.assert_close(out[0][0], out[1][0] * 2.0**1020, rtol=0, atol=0)
+    layer = do.DiscreteLayer(TopK(2), ScoreFunction(samples=4, scale=1e-300), seed=1)
+    with pytest.raises(ValueError, match="overflows float64"):  # the exact estimate leaves the float range
+        do.score_function_loss(layer, torch.zeros(3, 5, dtype=torch.float64, requires_grad=True),
+                               lambda y: y[..., 0] * 1e300)  # (theta = 0: the tiny noise decides, L_s differ)
+
+
+def test_aimle_with_a_large_eta_clips_lam_instead_of_overflowing():
+    """eta=1e3 with no non-zero entry: math.exp(1e3) raised OverflowError in the backward."""
+    est = AIMLE(noise=None, eta=1e3)
+    layer = do.DiscreteLayer(Argmax(), est)
+    layer_grad(layer, torch.tensor([[1.0, 2.0, 0.0]], dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64))
+    assert est.lam == est.lam_max
+
+
+def test_interpolation_lam_must_work_in_the_compute_dtype():
+    # lam = 5e-324 gave a silent zero or NaN gradient (1 / lam overflows); lam beyond float32 overflowed the target
+    from discreteopt import DiscreteLayer
+    from discreteopt.estimators import Interpolation
+    from discreteopt.solvers import TopK
+
+    with pytest.raises(ValueError, match="lam"):
+        Interpolation(lam=5e-324)
+    layer = DiscreteLayer(TopK(2), Interpolation(lam=1e39))
+    with pytest.raises(ValueError, match="lam=1e\\+39 does not fit float32"):
+        layer(torch.randn(2, 5, requires_grad=True))
+    assert DiscreteLayer(TopK(2), Interpolation(lam=1e39))(torch.randn(2, 5, dtype=torch.float64)).shape == (2, 5)

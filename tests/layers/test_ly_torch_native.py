@@ -508,6 +508,44 @@ def test_nan_upstream_gradient_of_the_losses_propagates_to_its_instance():
         assert torch.isfinite(x.grad[0]).all() and torch.isnan(x.grad[1]).all(), type(loss).__name__
 
 
+# ------------------------------------------------------------------------------------------------ extreme values
+@pytest.mark.parametrize("name", ["perturbed", "score_function"])
+def test_func_grad_and_vmap_with_a_huge_upstream_gradient_equal_the_scaled_eager_gradient(name):
+    """dL/dy near 1.8e308 under torch.func: the per-sample terms overflowed (NaN); the layer's recomputation on
+    scaled dL/dy works on functorch's tensors too and gives exactly 2**1023 times the gradient for dL/dy / 2**1023."""
+    make = {"perturbed": lambda: PerturbedOptimizer(scale=64.0, samples=4),
+            "score_function": lambda: ScoreFunction(scale=64.0, samples=4)}[name]
+    theta = torch.rand(3, 5, generator=_gen(0), dtype=torch.float64) + 100.0
+    g = torch.tensor([1.5, 1.25, -0.5, 1.0, -1.75], dtype=torch.float64).expand(3, 5) * 2.0**1023
+
+    def grad_of(gg, transform):
+        layer = do.DiscreteLayer(TopK(2), make(), seed=1)
+        if transform == "grad":
+            return torch.func.grad(lambda t: (layer(t) * gg).sum())(theta)
+        if transform == "vmap":  # one vmapped element: the same noise as the plain forward
+            fn = torch.func.vmap(torch.func.grad(lambda t: (layer(t) * gg).sum()), randomness="different")
+            return fn(theta.unsqueeze(0))[0]
+        x = theta.clone().requires_grad_(True)
+        layer(x).backward(gg)
+        return x.grad
+
+    ref = grad_of(g / 2.0**1023, "eager") * 2.0**1023
+    assert torch.isfinite(ref).all() and bool((ref != 0).any())
+    for transform in ("eager", "grad", "vmap"):
+        torch.testing.assert_close(grad_of(g, transform), ref, rtol=0, atol=0)
+
+
+def test_half_precision_gradient_beyond_float16_is_inf_for_grad_scaler():
+    """The layer's finiteness check looks at the float32 estimate: a finite float32 gradient that exceeds float16
+    comes back as inf (what GradScaler detects and skips), not as a ValueError."""
+    x = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float16, requires_grad=True)
+    y = do.DiscreteLayer(TopK(2), Interpolation(lam=1e-5))(x)
+    y.backward(torch.tensor([[6e4, -6e4, 6e4, -6e4]], dtype=torch.float16))  # (y - y') / 1e-5 = 1e5 > 65504
+    assert x.grad.dtype == torch.float16 and torch.isinf(x.grad).any() and not torch.isnan(x.grad).any()
+    with pytest.raises(ValueError, match="lam=1e-300 does not fit float32"):  # what cannot work in float32
+        do.DiscreteLayer(TopK(2), IMLE(lam=1e-300))(x)
+
+
 # ------------------------------------------------------------------------------------------------ docstrings
 @pytest.mark.parametrize("obj", [do.DiscreteLayer, do.discrete_layer, do.score_function_loss, HammingLoss, regret,
                                  FenchelYoungLoss, SPOPlus])
