@@ -130,6 +130,13 @@ def check_int_in_range(value: int, name: str, low: int, high: int) -> int:
     return int(value)
 
 
+def check_real(x: torch.Tensor, name: str, expected: str = "bool, integer or floating") -> None:
+    """``ValueError`` naming ``name`` for a complex tensor (casting it to a real dtype would drop the imaginary part
+    silently); ``expected`` says which real dtypes the caller takes."""
+    if x.is_complex():
+        raise ValueError(f"{name} must have a real dtype ({expected}); got {x.dtype}")
+
+
 def check_positive(value: float, name: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not (
             isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value) and value > 0):

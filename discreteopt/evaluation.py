@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ._validation import check_finite
+from ._validation import check_finite, check_real
 from .estimators.guards import Raise, Shift
 from .executors.base import Executor
 from .maximizer import Maximizer
@@ -66,8 +66,7 @@ def _real(x: Any, name: str) -> torch.Tensor:
     """``x`` as a finite floating tensor (integer and bool widened to float64); ``ValueError`` naming ``name``
     for a complex or non-finite ``x``."""
     t = torch.as_tensor(x)
-    if t.is_complex():
-        raise ValueError(f"{name} must have a real dtype; got {t.dtype}")
+    check_real(t, name)
     t = t if t.is_floating_point() else t.double()
     check_finite(t, name)
     return t

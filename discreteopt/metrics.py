@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_finite
+from ._validation import check_finite, check_real
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -41,8 +41,7 @@ def _as_tensor(x, name: str) -> torch.Tensor:
             from None
     if t.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (a shape without values); got shape {tuple(t.shape)}")
-    if t.is_complex():
-        raise ValueError(f"{name} must have a real dtype (bool, integer or floating); got {t.dtype}")
+    check_real(t, name)
     t = t.detach()
     return t.resolve_neg() if t.is_neg() else t
 

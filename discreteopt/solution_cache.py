@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_finite, check_int_in_range
+from ._validation import check_finite, check_int_in_range, check_real
 from .solvers.base import InstanceError
 
 _NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
@@ -179,8 +179,7 @@ class SolutionCache:
         """
         if not isinstance(solutions, torch.Tensor) or solutions.ndim < 2:
             raise ValueError(f"solutions must be a tensor [n, *E]; got {getattr(solutions, 'shape', solutions)!r}")
-        if solutions.is_complex():
-            raise ValueError(f"solutions must be real; got {solutions.dtype}")
+        check_real(solutions, "solutions")
         solutions = solutions.detach()
         if not solutions.is_floating_point():  # bool / integer solutions
             solutions = solutions.float()

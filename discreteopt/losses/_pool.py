@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import _ops
+from .._validation import check_real
 from ..estimators.guards import Guard
 from ..executors.base import Executor
 from ..maximizer import Maximizer, validate_input
@@ -70,8 +71,7 @@ class PoolLoss(nn.Module):
     def _check(self, pred: torch.Tensor, other: torch.Tensor, other_name: str) -> None:
         validate_input(self.solver, pred, "pred")
         _check_like(other, pred, other_name, "pred")
-        if other.is_complex():  # .to(a real dtype) would drop the imaginary part silently
-            raise ValueError(f"{other_name} must be real; got dtype {other.dtype}")
+        check_real(other, other_name)
 
     def _finite(self, x: torch.Tensor, what: str) -> torch.Tensor:
         """``x`` if every entry is finite, else ``ValueError``: finite inputs whose ``what`` overflows."""

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from .. import _ops
+from .._validation import check_real
 from ._common import _check_like, _reduce
 
 
 def _check_targets(y_true: torch.Tensor) -> None:
     """``ValueError`` unless ``y_true`` is real with values in ``[0, 1]`` (every vmapped element under torch.func)."""
-    if y_true.is_complex():
-        raise ValueError(f"y_true must have a real dtype (0/1 targets); got {y_true.dtype}")
+    check_real(y_true, "y_true", "0/1 targets: bool, integer or floating")
     if y_true.dtype == torch.bool or _ops.compiling():  # values are not read inside a compiled graph
         return
     if _ops.transformed(y_true):

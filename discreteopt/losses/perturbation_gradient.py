@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import _ops
+from .._validation import check_real
 from ..estimators.base import inner
 from ..estimators.guards import Guard
 from ..executors.base import Executor
@@ -85,8 +86,7 @@ class PerturbationGradient(nn.Module):
     def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
         validate_input(self.solver, pred, "pred")
         _check_like(true, pred, "true", "pred")
-        if true.is_complex():
-            raise ValueError(f"true must be real; got dtype {true.dtype}")
+        check_real(true, "true")
         dtype = _ops.compute_dtype(pred.dtype)  # float32 for half precision
         h = self.h
         info = torch.finfo(dtype)

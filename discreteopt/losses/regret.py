@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _ops
+from .._validation import check_real
 from ..estimators.base import inner
 from ..executors.base import Executor
 from ..maximizer import Maximizer
@@ -55,7 +56,7 @@ def regret(solver: Solver, theta_true: torch.Tensor, y_hat: torch.Tensor, y_opt:
     """
     _validate(solver, theta_true, "theta_true")
     _check_like(y_hat, theta_true, "y_hat", "theta_true")
-    _check_real(y_hat, "y_hat")
+    check_real(y_hat, "y_hat")
     ndim = theta_true.ndim - 1
     if y_opt is None:
         if _ops.compiling():
@@ -67,7 +68,7 @@ def regret(solver: Solver, theta_true: torch.Tensor, y_hat: torch.Tensor, y_opt:
             y_opt = solve_max(maximizer, -detached if solver.sense == "min" else detached)
     else:
         _check_like(y_opt, theta_true, "y_opt", "theta_true")
-        _check_real(y_opt, "y_opt")
+        check_real(y_opt, "y_opt")
     dtype = torch.promote_types(theta_true.dtype, y_hat.dtype) if y_hat.is_floating_point() else theta_true.dtype
     t, y_star = theta_true.to(torch.float64), y_opt.to(torch.float64)
     # <c, y_hat - y*> in one inner product: no cancellation of two large objectives (and no inf - inf)
@@ -85,11 +86,6 @@ def regret(solver: Solver, theta_true: torch.Tensor, y_hat: torch.Tensor, y_opt:
     _check_fits(out, dtype, "the normalised regret" if normalized else "the regret <theta_true, y_hat - y*>",
                 theta_true, y_hat)
     return out
-
-
-def _check_real(y: torch.Tensor, name: str) -> None:
-    if y.is_complex():
-        raise ValueError(f"{name} must have a real dtype (floating, integer or bool); got {y.dtype}")
 
 
 def _values(x: torch.Tensor) -> torch.Tensor:
