@@ -66,34 +66,36 @@ def host_to_tensor(y: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
     return torch.from_numpy(np.ascontiguousarray(y)).to(device=device, dtype=dtype)
 
 
-def _describe_bad(x: ArrayLike) -> str:
+def describe_nonfinite(x: ArrayLike) -> str:
+    """``"3 NaN and 1 inf entries"`` (for error messages; reads the values)."""
     if isinstance(x, torch.Tensor):
-        nan = int(torch.isnan(x).sum())
-        inf = int(torch.isinf(x).sum())
-    else:
-        nan = int(np.isnan(x).sum())
-        inf = int(np.isinf(x).sum())
-    return f"{nan} NaN and {inf} inf entries"
+        x = x.detach()
+        return f"{int(torch.isnan(x).sum())} NaN and {int(torch.isinf(x).sum())} inf entries"
+    return f"{int(np.isnan(x).sum())} NaN and {int(np.isinf(x).sum())} inf entries"
+
+
+def is_finite(x: ArrayLike) -> bool:
+    """True when every entry of ``x`` (a plain tensor or an array) is finite.
+
+    CPU tensors are tested through their zero-copy numpy view: numpy's vectorised isfinite costs a fraction of
+    torch's per-call overhead on these small arrays. Other devices: one reduction first (NaN/inf propagate through
+    a sum, so a finite sum proves every entry finite; only a non-finite sum pays for the full test)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if x.is_neg() or x.is_conj():  # lazy views: numpy refuses them, some reductions too
+            x = x.resolve_neg().resolve_conj()
+        if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
+            return bool(np.isfinite(x.numpy()).all())
+        return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+    return bool(np.isfinite(x).all())
 
 
 def check_finite(x: ArrayLike, name: str) -> None:
-    """Raise if ``x`` holds NaN or inf."""
-    # CPU tensors are checked through their zero-copy numpy view: numpy's vectorised isfinite costs a fraction
-    # of torch's per-call overhead on these small arrays. Other devices: one reduction first (NaN/inf propagate
-    # through a sum, so a finite sum proves every entry finite; only a non-finite sum pays for the full test).
-    if isinstance(x, torch.Tensor):
-        if x.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (a shape without values); cannot check that it is finite")
-        if x.is_neg() or x.is_conj():  # lazy views: numpy refuses them, some reductions too
-            x = x.detach().resolve_neg().resolve_conj()
-    if isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
-        x = x.detach().numpy()
-    if isinstance(x, torch.Tensor):
-        ok = bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
-    else:
-        ok = bool(np.isfinite(x).all())
-    if not ok:
-        raise ValueError(f"{name} must be finite; got {_describe_bad(x)}")
+    """Raise if ``x`` holds NaN or inf (or is a meta tensor, whose values cannot be checked)."""
+    if isinstance(x, torch.Tensor) and x.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without values); cannot check that it is finite")
+    if not is_finite(x):
+        raise ValueError(f"{name} must be finite; got {describe_nonfinite(x)}")
 
 
 def check_ndim(x: ArrayLike, ndim: int, name: str, layout: str) -> None:

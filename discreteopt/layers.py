@@ -46,11 +46,10 @@ from typing import Any
 import torch
 
 from . import _ops
-from ._validation import check_finite
+from ._validation import check_finite, describe_nonfinite
 from .estimators.base import (
     Estimator,
     all_finite,
-    describe_nonfinite,
     dtype_range,
     ldexp_rows,
     max_abs,

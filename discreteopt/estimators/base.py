@@ -35,11 +35,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import _ops
-from .._validation import check_int_in_range, check_positive
+from .._validation import check_int_in_range, check_positive, is_finite
 
 Maximize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -158,16 +157,12 @@ def check_in_dtype(value: float, name: str, dtype: torch.dtype, owner: object, r
 
 
 def all_finite(x: torch.Tensor) -> bool:
-    """True when every entry of ``x`` is finite. CPU: numpy's vectorised test on the zero-copy view (microseconds);
-    other devices: one reduction (a finite sum proves every entry finite), the full test only when it is not."""
+    """:func:`discreteopt._validation.is_finite` that also reads functorch-wrapped tensors (every vmapped
+    element)."""
     if _ops.transformed(x):  # the values of every vmapped element, under the functorch wrappers
         with torch._C._DisableFuncTorch():
             return bool(torch.isfinite(_ops.plain(x).detach()).all())
-    x = x.detach()
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64, torch.float16) \
-            and not (x.is_neg() or x.is_conj()):
-        return bool(np.isfinite(x.numpy()).all())
-    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+    return is_finite(x)
 
 
 def row_exponents(*xs: torch.Tensor) -> torch.Tensor:
@@ -192,12 +187,6 @@ def safe_inner(a: torch.Tensor, b: torch.Tensor, event_ndim: int) -> torch.Tenso
     ``+-inf`` only when the exact value itself leaves the float range (never ``inf - inf = NaN``). ``[B, ...]``."""
     ea, eb = row_exponents(a), row_exponents(b)
     return ldexp_rows(inner(ldexp_rows(a, -ea), ldexp_rows(b, -eb), event_ndim), ea + eb)
-
-
-def describe_nonfinite(x: torch.Tensor) -> str:
-    """``"3 NaN and 1 inf entries"`` (for error messages; reads the values)."""
-    x = x.detach()
-    return f"{int(torch.isnan(x).sum())} NaN and {int(torch.isinf(x).sum())} inf entries"
 
 
 def max_abs(x: torch.Tensor) -> float:

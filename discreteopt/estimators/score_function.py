@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 import torch
 
-from .base import all_finite, describe_nonfinite, ldexp_rows, resolve_scale, row_exponents
+from .._validation import describe_nonfinite
+from .base import all_finite, ldexp_rows, resolve_scale, row_exponents
 from .baselines import Baseline, LeaveOneOut
 from .perturbed import PerturbedOptimizer
 
