@@ -38,8 +38,9 @@ for the finite-difference and Monte-Carlo estimators.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -103,13 +104,8 @@ class _Call:
     def finish(self) -> torch.Tensor:
         """``y [B, *Y]`` (mean over samples) or ``[B, S, *Y]`` in the input's dtype."""
         thetas, self.thetas = self.thetas, None
-        try:
+        with naming_overflow(self.layer, thetas, self.theta_max):
             ys = self.future.result()  # [N, *Y]
-        except ValueError as err:  # the solver refused: a clearer message when the perturbation overflowed
-            overflow = None if thetas is None else perturbation_overflow(self.layer, thetas, self.theta_max)
-            if overflow is None:
-                raise
-            raise overflow from err
         if self.map:
             y = ys if ys.dtype == self.dtype else ys.to(self.dtype)  # [B, *Y]
             return y.unsqueeze(1) if self.samples else y  # [B, 1, *Y]
@@ -639,8 +635,9 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
     Returns a scalar (``[B]`` for ``"none"``) whose value is the mean loss and whose gradient w.r.t. ``theta`` is
     the estimate above. Finite for finite inputs whose exact results fit ``theta``'s dtype (``theta`` near the float
     maximum, huge losses: computed on terms scaled by powers of two); ``ValueError`` when ``scale`` does not fit the
-    dtype, ``loss_fn``'s values do not fit it, or the estimate itself overflows it. Eager only: under ``torch.func`` transforms or ``torch.compile`` it raises ``ValueError``
-    (``loss_fn`` runs outside autograd on the sampled solutions).
+    dtype, ``loss_fn``'s values do not fit it, or the estimate itself overflows it. Eager only: under
+    ``torch.func`` transforms or ``torch.compile`` it raises ``ValueError`` (``loss_fn`` runs outside autograd on
+    the sampled solutions).
 
     Example::
 
@@ -666,13 +663,8 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
     detached = layer._theta_max(theta)
     est.check_dtype(detached.dtype)
     thetas, z = est.plan(detached, layer.generator_for(theta.device))  # [N, *E]
-    try:
+    with naming_overflow(layer, thetas, detached):
         ys = layer.maximizer(thetas)  # [N, *Y]
-    except ValueError as err:
-        overflow = perturbation_overflow(layer, thetas, detached)
-        if overflow is None:
-            raise
-        raise overflow from err
     y, ctx = est.finish(detached, ys, z)  # [B, S, *Y]
     with torch.no_grad():
         losses = _per_sample_losses(loss_fn, y)
@@ -683,11 +675,22 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
     return value.to(theta.dtype)
 
 
-def perturbation_overflow(layer: DiscreteLayer, thetas: torch.Tensor, theta: torch.Tensor) -> ValueError | None:
+@contextlib.contextmanager
+def naming_overflow(layer: DiscreteLayer, thetas: torch.Tensor | None, theta: torch.Tensor) -> Iterator[None]:
+    """Around the solve of the perturbed arguments ``thetas [N, *E]`` of ``layer`` (``theta [B, *E]`` the
+    unperturbed ones; ``None``: a MAP call): a ``ValueError`` of the solver becomes one that names the
+    perturbation when ``thetas`` overflowed; other errors pass unchanged."""
+    try:
+        yield
+    except ValueError as err:
+        if thetas is None or all_finite(thetas):
+            raise
+        raise perturbation_overflow(layer, thetas, theta) from err
+
+
+def perturbation_overflow(layer: DiscreteLayer, thetas: torch.Tensor, theta: torch.Tensor) -> ValueError:
     """The error for a solver that refused the perturbed arguments ``thetas [N, *E]`` of ``layer`` because they
-    overflowed (``theta [B, *E]`` the unperturbed ones), or ``None`` when ``thetas`` is finite (another cause)."""
-    if all_finite(thetas):
-        return None
+    overflowed (``theta [B, *E]`` the unperturbed ones)."""
     dt = str(thetas.dtype).replace("torch.", "")
     return ValueError(
         f"the perturbation of {type(layer.estimator).__name__} overflows {dt}: theta (max |theta| = "

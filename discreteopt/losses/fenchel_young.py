@@ -7,7 +7,7 @@ import torch
 from .. import _ops
 from ..estimators.base import all_finite, inner, ldexp_rows, resolve_scale, row_exponents
 from ..estimators.perturbed import PerturbedOptimizer
-from ..layers import DiscreteLayer, perturbation_overflow
+from ..layers import DiscreteLayer, naming_overflow
 from ..maximizer import validate_input
 from ..solvers.base import Solver
 from ._common import _check_like, _reduce, _validate, linearized_loss, reduce_finite
@@ -136,13 +136,8 @@ class FenchelYoungLoss(_ops.Native):
         factor = est.factor(z)  # [B, S, *E] (multiplicative) or None
         perturbed = theta_max.unsqueeze(1) * factor if factor is not None else \
             torch.add(theta_max.unsqueeze(1), z, alpha=est.scale)  # [B, S, *E]
-        try:
+        with naming_overflow(layer, perturbed, theta_max):
             y = layer.maximizer(perturbed.reshape(-1, *theta.shape[1:]))  # [B*S, *Y]
-        except ValueError as err:
-            overflow = perturbation_overflow(layer, perturbed, theta_max)
-            if overflow is None:
-                raise
-            raise overflow from err
         y = y.reshape(perturbed.shape)  # [B*S, *Y] -> [B, S, *Y]
         # mean_s <theta_Z_s, y_s> = <theta, ybar> + c with the solutions held fixed (Danskin):
         #   additive:        ybar = mean_s y_s,              c = scale * mean_s <Z_s, y_s>

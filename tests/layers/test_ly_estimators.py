@@ -581,6 +581,32 @@ def test_multiplicative_perturbation_that_overflows_is_a_value_error_naming_it()
         layer(theta)
 
 
+@pytest.mark.parametrize("path", ["layer", "fenchel_young", "score_function_loss"])
+def test_every_perturbed_solve_names_an_overflowing_perturbation(path):
+    """The three places that solve perturbed arguments (the layer's forward, FenchelYoungLoss, score_function_loss)
+    turn the solver's 'theta must be finite' into an error naming the perturbation, and let other solver errors
+    through unchanged."""
+    from discreteopt.layers import score_function_loss
+
+    if path == "score_function_loss":  # additive: 1.7e308 + 1e308 * eps overflows for most eps > 0
+        layer = do.DiscreteLayer(TopK(2), ScoreFunction(samples=10, scale=1e308), seed=0)
+        theta = _moderate_theta()
+        theta[1, 2] = 1.7e308
+    else:  # multiplicative: the float maximum times any factor above 1 overflows
+        layer = do.DiscreteLayer(TopK(2), PerturbedOptimizer(samples=10, multiplicative=True), seed=0)
+        theta = _moderate_theta().abs() + 0.5
+        theta[1, 2] = 1.7976931348623157e308
+    run = {"layer": lambda t: layer(t),
+           "fenchel_young": lambda t: FenchelYoungLoss(layer)(t, torch.zeros_like(t)),
+           "score_function_loss": lambda t: score_function_loss(layer, t, lambda y: y.sum((-1,)))}[path]
+    with pytest.raises(ValueError, match=r"the perturbation of \w+ overflows float64") as info:
+        run(theta.clone().requires_grad_(True))
+    assert "must be finite" in str(info.value.__cause__)  # the solver's own refusal, kept as the cause
+    with pytest.raises(ValueError, match="theta must have shape") as info:  # not an overflow: unchanged
+        run(torch.ones(3, 4, 5, dtype=torch.float64, requires_grad=True))
+    assert "perturbation" not in str(info.value)
+
+
 def test_score_function_loss_with_theta_near_the_float32_max_is_finite():
     """The surrogate added and subtracted <theta, coef>: inf - inf = NaN value for float32 theta near 3.4e38."""
     seen = []
