@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,22 @@ def hamming_sum(y: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return flat.reshape(y.shape[:-2]) * (event[0] * event[1])
 
 
-def make_objective(name: str, cfg: RouteConfig, solver, executor):
+class Objective:
+    """``objective(costs [B,k,k], true_paths [B,k,k]) -> scalar loss``, with ``stats``: the
+    :class:`~discreteopt.maximizer.SolverStats` of the layer behind it (solver calls, clamped entries)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], layer) -> None:
+        self.fn, self.layer = fn, layer
+
+    def __call__(self, costs: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        return self.fn(costs, true)
+
+    @property
+    def stats(self):
+        return self.layer.stats
+
+
+def make_objective(name: str, cfg: RouteConfig, solver, executor) -> Objective:
     """``objective(costs [B,k,k], true_paths [B,k,k]) -> scalar loss`` for the estimator ``name``.
 
     * ``imle``: I-MLE (Niepert et al. 2021), Sum-of-Gamma noise with ``k`` = grid side (a path has about ``k``
@@ -291,18 +307,27 @@ def make_objective(name: str, cfg: RouteConfig, solver, executor):
 
     all of these minimise the Hamming distance to the true path, summed over vertices and averaged over the batch
     (:func:`hamming_sum`); ``fy``: the Fenchel-Young loss of the multiplicatively perturbed solver.
+
+    The grid needs costs >= 0 and has no exact guard for negative ones (not shift-invariant). The additive
+    perturbations (``imle``, ``aimle``, ``score``) and blackbox's target ``theta + lam dL/dy`` can go below 0;
+    those entries are clamped to 0, blackbox backprop's rule (``guard=Clamp()``, chosen here knowingly instead of
+    the default's warning): the fraction is reported with the results (``clamped_fraction``), never hidden.
     """
     from .. import estimators as est
     from .. import losses, noise
+    from ..estimators.guards import Clamp
     from ..layers import DiscreteLayer, score_function_loss
+
+    def make_layer(estimator):
+        return DiscreteLayer(solver, estimator, executor=executor, guard=Clamp())
 
     scale = cfg.scale if cfg.scale is not None else DEFAULT_SCALE.get(name)
     samples = cfg.samples if cfg.samples is not None else DEFAULT_SAMPLES[name]
     if name in ("fy", "perturbed"):
         perturbed = est.PerturbedOptimizer(scale=scale, samples=samples, noise="normal", multiplicative=True)
         if name == "fy":
-            fy = losses.FenchelYoungLoss(DiscreteLayer(solver, perturbed, executor=executor))
-            return lambda costs, true: fy(costs, true)
+            fy = losses.FenchelYoungLoss(make_layer(perturbed))
+            return Objective(fy, fy.layer)
         estimator = perturbed
     elif name in ("imle", "aimle"):
         sog = noise.SumOfGamma(k=cfg.size, n_iter=10, scale=scale)
@@ -313,13 +338,13 @@ def make_objective(name: str, cfg: RouteConfig, solver, executor):
     elif name == "st":
         estimator = est.StraightThrough()
     else:  # score: REINFORCE on the per-sample Hamming distance (a black box), leave-one-out baseline
-        layer = DiscreteLayer(solver, est.ScoreFunction(scale=scale, samples=max(samples, 2)), executor=executor)
+        layer = make_layer(est.ScoreFunction(scale=scale, samples=max(samples, 2)))
 
         def score_loss(costs, true):
             return score_function_loss(layer, costs, lambda y: hamming_sum(y, true.unsqueeze(1)))  # y [B, S, k, k]
-        return score_loss
-    layer = DiscreteLayer(solver, estimator, executor=executor)
-    return lambda costs, true: hamming_sum(layer(costs), true).mean()
+        return Objective(score_loss, layer)
+    layer = make_layer(estimator)
+    return Objective(lambda costs, true: hamming_sum(layer(costs), true).mean(), layer)
 
 
 # ------------------------------------------------------------------------------------------------ loop
@@ -425,6 +450,10 @@ def train_route(cfg: RouteConfig, data: RouteData | None = None, executor=None) 
                     "per_step": round(t_train / max(steps_done, 1), 4)},
         "steps": steps_done,
     }
+    stats = getattr(objective, "stats", None)
+    if stats is not None:  # negative perturbed costs clamped to 0 in training (see make_objective)
+        result["guard"] = {"clamped_entries": stats.clamped_entries, "guarded_entries": stats.guarded_entries,
+                           "clamped_fraction": stats.clamped_fraction}
     if cfg.out:
         out = Path(cfg.out)
         panels = [Panel({"train": history["train_loss"]}, f"train loss: {result['loss']}")]
@@ -460,7 +489,8 @@ def run_route(cfg: RouteConfig) -> dict[str, Any]:
         runs = [train_route(cfg.for_estimator(n), data, executor) for n in names]
     finally:
         executor.close()
-    rows = [{"estimator": r["estimator"], **r["test"], "train_seconds": r["seconds"]["train"]} for r in runs]
+    rows = [{"estimator": r["estimator"], **r["test"], "train_seconds": r["seconds"]["train"],
+             "clamped_fraction": r.get("guard", {}).get("clamped_fraction")} for r in runs]
     result: dict[str, Any] = {"task": "warcraft_route", "data": data.source, "grid": f"{cfg.size}x{cfg.size}",
                               "config": dataclasses.asdict(cfg), "pool_start_seconds": round(t_pool, 2),
                               "rows": rows, "runs": runs}
@@ -500,7 +530,18 @@ def results_table(result: dict[str, Any]) -> str:
             start = None
     if start is not None:
         table += f"\nsolver pool start-up (not in train time): {seconds(start)}"
-    return table
+    return table + clamped_note(result)
+
+
+def clamped_note(result: dict[str, Any]) -> str:
+    """A line below the table for the runs whose training clamped negative perturbed costs to 0 (empty if none)."""
+    runs = result["runs"] if "runs" in result else [result]
+    parts = [f"{r['estimator']} {r['guard']['clamped_fraction']:.2%}" for r in runs
+             if r.get("guard", {}).get("clamped_entries")]
+    if not parts:
+        return ""
+    return ("\ntraining solver arguments below 0 clamped to 0 (blackbox backprop's rule; share of the entries "
+            "the solver saw): " + ", ".join(parts))
 
 
 # ------------------------------------------------------------------------------------------------ figure

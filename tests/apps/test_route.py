@@ -274,3 +274,26 @@ def test_demo_defaults_learn_to_route():
     """The ``make demo`` run (12x12 maps, CPU): far better than chance after a few minutes."""
     r = train_route(RouteConfig(out=None, progress=False))
     assert r["test"]["cost_optimal_accuracy"] > 0.6 and r["test"]["cost_ratio"] < 1.03
+
+
+def test_clamped_perturbed_costs_are_reported_not_warned():
+    """The grid has no exact guard: the app clamps negative perturbed costs knowingly (guard=Clamp(), no
+    GuardWarning) and reports the share with the results, in the JSON and below the table; multiplicative noise
+    never clamps and gets no line."""
+    import warnings
+
+    from discreteopt.maximizer import GuardWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GuardWarning)
+        r = train_route(RouteConfig(estimators=("blackbox",), **{**TINY, "epochs": 1, "lam": 1e3}))
+        p = tiny_run("perturbed")
+    g = r["guard"]
+    assert 0 < g["clamped_entries"] <= g["guarded_entries"]
+    assert g["clamped_fraction"] == g["clamped_entries"] / g["guarded_entries"]
+    # guarded: every entry of every training solve (forward B and backward B per step), none at evaluation
+    assert g["guarded_entries"] == 36 * r["steps"] * 2 * TINY["batch_size"]
+    assert f"blackbox {g['clamped_fraction']:.2%}" in results_table(r)
+    assert p["guard"]["clamped_entries"] == 0 and "clamped" not in results_table(p)
+    several = {"runs": [r, p], "rows": [], "pool_start_seconds": None}
+    assert "clamped to 0" in results_table(several) and "perturbed" not in results_table(several)
