@@ -79,6 +79,20 @@ def _check_like(y: torch.Tensor, ref: torch.Tensor, name: str, ref_name: str) ->
         _ops.check_values(y, name)
 
 
+def cast_fitting(x: torch.Tensor, dtype: torch.dtype, name: str, owner: str) -> torch.Tensor:
+    """``x`` (finite, checked before) cast to the compute ``dtype`` of ``owner``; ``ValueError`` naming ``name``
+    when the cast overflows (float64 values beyond float32's range would become inf and then inf - inf = NaN, or a
+    solver's misleading "theta must be finite")."""
+    out = x.to(dtype)
+    if out.dtype != x.dtype and not all_finite(out):
+        dt = str(dtype).replace("torch.", "")
+        big = float(_ops.plain(x).detach().abs().max()) if _ops.transformed(x) else float(x.detach().abs().max())
+        raise ValueError(f"{name} does not fit {dt}, the dtype {owner} computes in here (that of its prediction): "
+                         f"max |{name}| = {big:.4g}. Expected values within {dt}'s range, or a prediction in a "
+                         "wider dtype")
+    return out
+
+
 def _validate(solver, x: torch.Tensor, name: str) -> None:
     """``validate_input`` for plain, functorch-wrapped (values of every vmapped element) and fake tensors."""
     _ops.check_structure(solver, x, name)

@@ -10,7 +10,7 @@ from ..estimators.perturbed import PerturbedOptimizer
 from ..layers import DiscreteLayer, naming_overflow
 from ..maximizer import validate_input
 from ..solvers.base import Solver
-from ._common import _check_like, _reduce, _validate, linearized_loss, reduce_finite
+from ._common import _check_like, _reduce, _validate, cast_fitting, linearized_loss, reduce_finite
 
 
 class FenchelYoungLoss(_ops.Native):
@@ -148,7 +148,8 @@ class FenchelYoungLoss(_ops.Native):
         else:
             ybar = (factor * y).mean(dim=1)  # [B, *Y]
             const = 0.0
-        direction = ybar.sub_(y_true.to(ybar.dtype))  # [B, *E]: gradient w.r.t. theta_max
+        target = cast_fitting(y_true, ybar.dtype, "y_true", "FenchelYoungLoss")  # [B, *E]
+        direction = ybar.sub_(target)  # [B, *E]: gradient w.r.t. theta_max
         value = inner(theta_max, direction, ndim) + const  # [B]
         if not all_finite(value):  # products or partial sums overflowed (inf - inf): recompute them scaled
             value = self._safe_value(theta_max, direction, z, y, factor is None)

@@ -10,7 +10,7 @@ from ..estimators.guards import Guard
 from ..executors.base import Executor
 from ..maximizer import Maximizer, validate_input
 from ..solvers.base import InstanceError, Solver
-from ._common import _check_like, _reduce, _validate, linearized_loss, reduce_finite
+from ._common import _check_like, _reduce, _validate, cast_fitting, linearized_loss, reduce_finite
 
 
 class SPOPlus(_ops.Native):
@@ -98,11 +98,11 @@ class SPOPlus(_ops.Native):
         _ops.check_dtype(pred, "pred")
         _check_like(true, pred, "true", "pred")
         dtype = _ops.compute_dtype(pred.dtype)  # float32 for half precision
-        true = true.detach().to(dtype)
+        true = cast_fitting(true.detach(), dtype, "true", "SPOPlus")
         pred_c = pred.detach().to(dtype)
         if y_true is not None:
             _check_like(y_true, pred, "y_true", "pred")
-            y_true = y_true.detach().to(dtype)
+            y_true = cast_fitting(y_true.detach(), dtype, "y_true", "SPOPlus")
         ndim = pred.ndim - 1
         try:
             d_max, delta = self._solve(true, pred_c, y_true)

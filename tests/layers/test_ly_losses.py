@@ -314,3 +314,23 @@ def test_spo_plus_mean_of_huge_finite_losses_is_finite():
     assert float(mean.detach()) == per[0].item() / 2 + per[1].item() / 2
     mean.backward()
     torch.testing.assert_close(pred.grad, torch.tensor([[1.0, -1.0], [1.0, -1.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("loss, arg", [("fy", "y_true"), ("spo", "true"), ("spo", "y_true")])
+def test_targets_beyond_the_prediction_dtype_are_named(loss, arg):
+    """float64 targets beyond float32's range with a float32 prediction: the cast made them inf, and the loss was
+    NaN (Fenchel-Young: ybar - inf, then inf - inf; found by the long fuzz run) or the solver said 'theta must be
+    finite' (SPO+: 2 c_hat - c). A ValueError names the target and the dtype; float64 predictions still work."""
+    pred = torch.randn(2, 5, generator=torch.Generator().manual_seed(0))
+    huge = torch.rand(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 1e300
+    fine = torch.rand(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if loss == "fy":
+        fn = FenchelYoungLoss(TopK(2), samples=3, seed=0)
+        args = (huge,)
+    else:
+        fn = SPOPlus(TopK(2))
+        args = (huge,) if arg == "true" else (fine, huge)
+    with pytest.raises(ValueError, match=rf"{arg} does not fit float32.*max \|{arg}\| = "):
+        fn(pred.clone().requires_grad_(True), *args)
+    value = fn(pred.double().requires_grad_(True), *args)  # in float64 they fit: a finite loss
+    assert torch.isfinite(value)
