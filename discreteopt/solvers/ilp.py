@@ -199,7 +199,8 @@ def decimal_places(values: np.ndarray) -> int | None:
     scaled exactly to an integer (``3.17`` -> ``317`` with ``d = 2``)."""
     for d in range(MAX_DECIMALS + 1):
         scale = 10.0**d
-        k = np.round(values * scale)
+        with np.errstate(over="ignore"):  # entries near the float maximum: inf, then refused by the test below
+            k = np.round(values * scale)
         if np.all(np.abs(k) < INT_SAFE) and np.array_equal(k / scale, values):
             return d
     return None
@@ -291,8 +292,9 @@ def _integer_rows(ilp: ILP) -> list[tuple[list[int], list[int], str, int]]:
             if max(-low, high) >= INT_SAFE:
                 raise ValueError(f"{a_name} row {i} scaled to integers (x 10**{d}) reaches {max(-low, high):.3g} over "
                                  "the bounds: too large for CP-SAT's 64-bit arithmetic; use backend='scip'")
-            exact = round(rhs * scale)
-            if abs(rhs) * scale < INT_SAFE and exact / scale == rhs:
+            scaled = float(rhs) * scale  # inf (Python float, no warning) near the float maximum: not exact here
+            exact = round(scaled) if abs(scaled) < INT_SAFE else None
+            if exact is not None and exact / scale == rhs:
                 r = exact  # the decimal the double stands for (0.29 * 100 -> 29, not 28.999...)
             elif kind == "eq":  # pragma: no cover - excluded by d_rhs above
                 raise ValueError(_not_decimal(b_name, f"entry {i}", np.array([rhs])))
@@ -307,7 +309,8 @@ def _integer_rows(ilp: ILP) -> list[tuple[list[int], list[int], str, int]]:
 
 
 def _not_decimal(name: str, where: str, values: np.ndarray) -> str:
-    big = np.abs(values) * 10.0**MAX_DECIMALS >= INT_SAFE
+    with np.errstate(over="ignore"):
+        big = np.abs(values) * 10.0**MAX_DECIMALS >= INT_SAFE
     if big.any():
         return (f"{name} {where} has entries too large for the integer back-end ({values[big][0]:.6g}); "
                 "use backend='scip'")

@@ -231,3 +231,20 @@ def test_bad_theta_is_a_value_error_naming_theta(name):
 def test_bad_constructor_arguments_name_the_argument(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("cap", [1.7e308, 1.7976931348623157e308, 1e300])
+def test_decimal_rows_with_a_right_hand_side_near_the_float_maximum(cap):
+    """A 2-decimal row with a capacity near the float maximum: scaling the right-hand side to integers (x 100)
+    overflowed to inf and round(inf) raised OverflowError from the constructor (found by the long fuzz run). The
+    row is redundant: clipped to its activity range; an equality that far away is refused by name."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warnings either
+        k = Knapsack([0.25, 0.5], cap)
+        assert k.solve(torch.tensor([[1.0, 2.0]])).tolist() == [[1.0, 1.0]]
+        ilp = ILP(A_ub=[[0.5, 0.25]], b_ub=[cap], bounds=(0, 1), backend="cpsat")
+        assert ilp.solve(torch.tensor([[1.0, -1.0]])).tolist() == [[1.0, 0.0]]
+        with pytest.raises(ValueError, match="b_eq entry 0 has entries too large for the integer back-end"):
+            ILP(A_eq=[[0.5, 0.25]], b_eq=[cap], bounds=(0, 1), backend="cpsat")
