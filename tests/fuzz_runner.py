@@ -237,10 +237,17 @@ def _run_solver_case(case, solver, event, out_event, oracle, make_sane):
         y64 = _check_solver_output(solver, x, y, out_event)
         if y64.shape[0]:
             theta = as64(x)
-            oracle(theta, y64, "fuzzed instance")
+            rows = _oracle_rows(y64.shape[0])
+            oracle(theta[rows], y64[rows], "fuzzed instance")
     finally:
         if make_sane is not None:
             _sanity_after(solver, make_sane, oracle)
+
+
+def _oracle_rows(b: int, cap: int = 512):
+    """Rows the (per-row, pure-Python) oracles check: all up to ``cap``, else the first and last ``cap // 2`` (a
+    batch of 10**7 empty instances is solved by the library in milliseconds; checking every row in Python is not)."""
+    return slice(None) if b <= cap else np.r_[0:cap // 2, b - cap // 2:b]
 
 
 def _rel_tol(theta: np.ndarray, rel: float) -> float:

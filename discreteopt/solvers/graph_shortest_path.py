@@ -271,16 +271,17 @@ class GraphShortestPath(NumbaOrTorch, Solver):
         return y
 
     def is_feasible(self, y) -> np.ndarray:
-        """Feasible: the chosen edges form one simple ``source -> target`` path (no extra edges)."""
+        """Feasible ``[B]`` bool for ``y [B, E]``: the chosen edges form one simple ``source -> target`` path (no
+        extra edges); for ``source == target`` the empty path. Vectorised except for the walk along each path."""
         y = np.asarray(y)
-        return np.array([self._is_path(row) for row in y])
+        binary = np.all((y == 0) | (y == 1), axis=-1)  # [B]
+        if self.source == self.target:
+            return binary & ~np.any(y == 1, axis=-1)
+        return np.array([bool(ok) and self._is_path(row) for ok, row in zip(binary, y, strict=True)], dtype=bool)
 
     def _is_path(self, row: np.ndarray) -> bool:
-        if not np.all((row == 0) | (row == 1)):
-            return False
+        """``row [E]`` (0/1) is one simple ``source -> target`` path, ``source != target``."""
         chosen = set(np.nonzero(row)[0].tolist())
-        if self.source == self.target:
-            return not chosen
         v, used, visited = self.source, set(), {self.source}
         while v != self.target:
             nxt = [a for a in range(self._indptr[v], self._indptr[v + 1])

@@ -417,3 +417,16 @@ def test_numba_kernels_fall_back_to_memory_when_no_cache_location_is_writable():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"
+
+
+def test_graph_is_feasible_is_vectorised_for_the_empty_path_and_checks_values():
+    """source == target: the empty path is the only feasible answer, decided without a Python loop per row (a
+    batch of 10**7 empty instances made the per-row check take minutes); non-0/1 rows are infeasible either way."""
+    g = GraphShortestPath(np.array([[0, 1], [1, 2]]), 1, 1, num_nodes=3)
+    y = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.5], [0.0, -0.0]])
+    assert g.is_feasible(y).tolist() == [True, False, False, True]
+    assert g.is_feasible(np.zeros((10**6, 2))).all()
+    path = GraphShortestPath(np.array([[0, 1], [1, 2]]), 0, 2, num_nodes=3)
+    assert path.is_feasible(np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 2.0], [0.5, 1.0]])).tolist() == [
+        True, False, False, False]
+    assert path.is_feasible(np.zeros((0, 2))).dtype == np.bool_
