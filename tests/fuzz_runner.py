@@ -406,18 +406,21 @@ def solver_ilp(case):
 
     xmax = float(max(abs(lo), abs(hi), 1))
 
-    def feasible(x, rel):  # [K, n] -> [K]: rows hold within rel times the row's scale (max |a| * max |x| + |b|)
+    def feasible(x, rel, floor=1.0):  # [K, n] -> [K]: rows hold within rel times the row's scale
+        # (max |a| * max |x| + |b| + floor); floor=0: scale-invariant, as the solver's own row scaling makes it
         ok = np.ones(len(x), dtype=bool)
         for a, bb, eq in (("A_ub", "b_ub", False), ("A_eq", "b_eq", True)):
             if a in data:
                 A, b = data[a], data[bb]
                 act = x @ A.T
-                tol = rel * (np.abs(A).max(1) * xmax + np.abs(b) + 1.0)
+                tol = rel * (np.abs(A).max(1) * xmax + np.abs(b) + floor)
                 ok &= np.all(np.abs(act - b) <= tol, axis=1) if eq else np.all(act <= b + tol, axis=1)
         return ok
 
     sign = 1.0 if case["sense"] == "max" else -1.0
-    feas_X = X[feasible(X, 1e-12)]  # strictly feasible points: feasible for every back-end's tolerance
+    # strictly feasible points, feasible for every back-end's tolerance: scale-invariant (a row of subnormal
+    # coefficients, 5e-324 x0 = 0, forces x0 = 0 once the solver scales it; an absolute floor would let x0 = 1 in)
+    feas_X = X[feasible(X, 1e-12, floor=0.0)]
 
     def lp_opt(t):
         A_ub, b_ub = data.get("A_ub"), data.get("b_ub")
