@@ -156,20 +156,18 @@ class _Call:
                 grad_y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``maximize`` for the estimator's backward: when the solver refuses non-finite arguments (a step times
         ``dL/dy`` that overflows, e.g. I-MLE's ``theta - lam * dL/dy``), a ``ValueError`` that says so."""
+        def step_overflow(t: torch.Tensor) -> ValueError:
+            dt = str(t.dtype).replace("torch.", "")
+            return ValueError(
+                f"lam * dL/dy overflows {dt} in the backward of {self.owner()}: the arguments it sends to the "
+                f"solver (e.g. I-MLE's target theta - lam * dL/dy) have {describe_nonfinite(t)}, with "
+                f"{self.layer.estimator!r}, max |dL/dy| = {max_abs(grad_y):.4g} and max |theta| = "
+                f"{max_abs(self.theta_max):.4g}. Expected lam * max |dL/dy| + max |theta| below "
+                f"{dtype_range(t.dtype)[1]:.4g}: use a smaller lam, scale the loss down, or compute in float64")
+
         def solve(t: torch.Tensor) -> torch.Tensor:
-            try:
+            with explaining_overflow(t, step_overflow):
                 return maximize(t)
-            except ValueError as err:
-                if all_finite(t):
-                    raise
-                dt = str(t.dtype).replace("torch.", "")
-                raise ValueError(
-                    f"lam * dL/dy overflows {dt} in the backward of {self.owner()}: the arguments it sends to the "
-                    f"solver (e.g. I-MLE's target theta - lam * dL/dy) have {describe_nonfinite(t)}, with "
-                    f"{self.layer.estimator!r}, max |dL/dy| = {max_abs(grad_y):.4g} and max |theta| = "
-                    f"{max_abs(self.theta_max):.4g}. Expected lam * max |dL/dy| + max |theta| below "
-                    f"{dtype_range(t.dtype)[1]:.4g}: use a smaller lam, scale the loss down, or compute in "
-                    "float64") from err
         return solve
 
     def nonfinite_estimate(self, grad: torch.Tensor, grad_out: torch.Tensor, bad: torch.Tensor | None,
@@ -676,16 +674,25 @@ def score_function_loss(layer: DiscreteLayer, theta: torch.Tensor,
 
 
 @contextlib.contextmanager
-def naming_overflow(layer: DiscreteLayer, thetas: torch.Tensor | None, theta: torch.Tensor) -> Iterator[None]:
-    """Around the solve of the perturbed arguments ``thetas [N, *E]`` of ``layer`` (``theta [B, *E]`` the
-    unperturbed ones; ``None``: a MAP call): a ``ValueError`` of the solver becomes one that names the
-    perturbation when ``thetas`` overflowed; other errors pass unchanged."""
+def explaining_overflow(args: torch.Tensor | None,
+                        explain: Callable[[torch.Tensor], ValueError]) -> Iterator[None]:
+    """Around a solve of the arguments ``args`` computed by the layer: when the solver refuses them
+    (``ValueError``) because they overflowed, ``explain(args)`` -- an error that says which computation
+    overflowed -- is raised instead (the solver's error as its cause); other errors, and any error when ``args``
+    is ``None`` or finite, pass unchanged."""
     try:
         yield
     except ValueError as err:
-        if thetas is None or all_finite(thetas):
+        if args is None or all_finite(args):
             raise
-        raise perturbation_overflow(layer, thetas, theta) from err
+        raise explain(args) from err
+
+
+def naming_overflow(layer: DiscreteLayer, thetas: torch.Tensor | None,
+                    theta: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    """:func:`explaining_overflow` for the perturbed arguments ``thetas [N, *E]`` of ``layer`` (``theta [B, *E]``
+    the unperturbed ones; ``None``: a MAP call): the error names the perturbation."""
+    return explaining_overflow(thetas, lambda t: perturbation_overflow(layer, t, theta))
 
 
 def perturbation_overflow(layer: DiscreteLayer, thetas: torch.Tensor, theta: torch.Tensor) -> ValueError:
