@@ -37,7 +37,7 @@ from torch import nn
 
 from discreteopt import DiscreteLayer, SolutionCache, losses
 from discreteopt.apps.common import format_table, seed_everything
-from discreteopt.apps.pto import lattice_solver, solve_exact
+from discreteopt.apps.pto import lattice_solver, solve_exact, train_epoch
 from discreteopt.data import generate_shortest_path
 from discreteopt.estimators import Interpolation, Shift
 from discreteopt.metrics import normalized_regret
@@ -71,11 +71,7 @@ def run(method: str, ratio: float, seed: int, data, solver, args) -> dict:
     loss_fn, owner = make_cached_loss(method, solver, cache, args.lam)
     t0 = time.perf_counter()
     for _ in range(args.epochs):
-        for idx in torch.randperm(len(x_tr), generator=gen).split(args.batch_size):
-            loss = loss_fn(model(x_tr[idx]), c_tr[idx], w_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(model, opt, loss_fn, x_tr, c_tr, w_tr, args.batch_size, gen)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         regret = normalized_regret(c_te, solve_exact(solver, model(x_te)), w_te)

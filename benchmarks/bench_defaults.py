@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 import discreteopt as do
+from discreteopt.apps.pto import train_epoch
 from discreteopt.data import generate_shortest_path
 from discreteopt.metrics import normalized_regret
 from discreteopt.solvers import GraphShortestPath
@@ -87,11 +88,7 @@ def train(method: str, column: str, data, seed: int, epochs: int, **hyper) -> di
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for _ in range(epochs):
-        for idx in torch.randperm(len(x_tr), generator=gen).split(32):
-            loss = loss_fn(model(x_tr[idx]), c_tr[idx], w_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(model, opt, loss_fn, x_tr, c_tr, w_tr, 32, gen)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         y_hat = GraphShortestPath.grid(5, 5).solve(model(x_te))  # exact for negative predictions too

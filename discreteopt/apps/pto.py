@@ -392,6 +392,20 @@ def _evaluate(model: nn.Module, solver, x: torch.Tensor, c: torch.Tensor, w: tor
     return evaluate_regret(model, solver, [(x, c, w)]).normalized
 
 
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, x: torch.Tensor, c: torch.Tensor,
+                w: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[float]:
+    """One epoch of ``loss_fn(model(x_b), c_b, w_b)`` steps over batches of ``batch_size`` in the order of
+    ``torch.randperm(len(x), generator=generator)`` (PyEPO's loop); returns the per-step losses."""
+    losses = []
+    for idx in torch.randperm(len(x), generator=generator).split(batch_size):
+        loss = loss_fn(model(x[idx]), c[idx], w[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def run_one(method: str, library: str, task: Task, test: tuple[torch.Tensor, ...], our_solver,
             init_state: dict) -> dict[str, Any]:
     """Train the linear model with ``method`` of ``library`` from ``init_state``; test regret, curve, timing."""
@@ -408,14 +422,8 @@ def run_one(method: str, library: str, task: Task, test: tuple[torch.Tensor, ...
     initial = _evaluate(model, our_solver, x_te, c_te, w_te)
     curve, train_seconds = [], 0.0
     for _ in range(cfg.epochs):
-        ep = []
         t0 = time.perf_counter()
-        for idx in torch.randperm(len(x_tr), generator=gen).split(cfg.batch_size):
-            loss = loss_fn(model(x_tr[idx]), c_tr[idx], w_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ep.append(float(loss.detach()))
+        ep = train_epoch(model, opt, loss_fn, x_tr, c_tr, w_tr, cfg.batch_size, gen)
         train_seconds += time.perf_counter() - t0
         curve.append(float(np.mean(ep)))
     return {"regret": _evaluate(model, our_solver, x_te, c_te, w_te), "initial_regret": initial,
